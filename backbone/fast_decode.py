@@ -238,9 +238,10 @@ class GraphDecoder:
 
 
 def cuda_graphs_usable(model: HybridLM, batch: int) -> bool:
-    """Whether decoding `model` can use captured steps: on CUDA, not disabled by the environment, and with
-    routed experts that run without host synchronisation."""
-    if model.device.type != "cuda" or model.training:
+    """Whether decoding `model` can use captured steps: on CUDA, not disabled by the environment, outside
+    autocast (captured steps run in the weights' dtype), and with routed experts that run without host
+    synchronisation."""
+    if model.device.type != "cuda" or model.training or torch.is_autocast_enabled("cuda"):
         return False
     if os.environ.get(GRAPHS_ENV, "0") == "1" or os.environ.get(DISABLE_ENV, "0") == "1":
         return False

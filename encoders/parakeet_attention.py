@@ -9,10 +9,10 @@ no absolute position anywhere, so a clip's result does not depend on how far it 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from encoders.parakeet_config import ParakeetConfig
+from encoders.sdpa import attention
 
 
 def relative_position_embedding(
@@ -94,7 +94,7 @@ class RelPositionSelfAttention(nn.Module):
         additive = position_scores.masked_fill(~allowed, float("-inf"))
         query = (q + bias_u).masked_fill(uniform_rows, 0.0)
 
-        out = F.scaled_dot_product_attention(
+        out = attention(
             query,
             k,
             v,

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
 from .radio_config import RadioConfig
+from .sdpa import attention
 
 PACKED_ATTENTION_MODES = ("per_image", "block_diagonal")
 
@@ -46,17 +46,17 @@ def packed_attention(
     all of ``L`` in each batch row. ``mode`` picks the packed strategy (see the module docstring).
     """
     if seq_lengths is None or len(seq_lengths) == 1:
-        return F.scaled_dot_product_attention(query, key, value)
+        return attention(query, key, value)
     if mode == "per_image":
         pieces = zip(
             query.split(list(seq_lengths), dim=2),
             key.split(list(seq_lengths), dim=2),
             value.split(list(seq_lengths), dim=2),
         )
-        return torch.cat([F.scaled_dot_product_attention(q, k, v) for q, k, v in pieces], dim=2)
+        return torch.cat([attention(q, k, v) for q, k, v in pieces], dim=2)
     if mode == "block_diagonal":
         mask = block_diagonal_mask(seq_lengths, device=query.device)
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        return attention(query, key, value, attn_mask=mask)
     raise ValueError(f"unknown packed attention mode {mode!r} (use one of {PACKED_ATTENTION_MODES})")
 
 

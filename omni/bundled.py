@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 RECIPE = "scripts/train_bundled.sh"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled" / "small"
 
 
 def bundled_model_dir() -> Path:
@@ -12,7 +13,11 @@ def bundled_model_dir() -> Path:
 
     Raises ``FileNotFoundError`` (naming the recipe) when its weights are not there yet.
     """
-    directory = Path(__file__).resolve().parent / "bundled" / "small"
+    return checked_model_dir(BUNDLED_DIR)
+
+
+def checked_model_dir(directory: Path) -> Path:
+    """``directory`` when it holds a config and weights, else ``FileNotFoundError`` naming the recipe."""
     has_weights = (directory / "model.safetensors").is_file() or (
         directory / "model.safetensors.index.json"
     ).is_file()

@@ -14,12 +14,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-${ROOT}/build/bundled}"
 PYTHON="${PYTHON:-python}"
-N_PER_TASK="${N_PER_TASK:-800}"
-N_EVAL="${N_EVAL:-50}"
-STEPS="${STEPS:-1500}"
-BATCH="${BATCH:-16}"
+N_PER_TASK="${N_PER_TASK:-2000}"
+N_EVAL="${N_EVAL:-200}"
+STEPS="${STEPS:-2000}"
+BATCH="${BATCH:-32}"
 LR="${LR:-1e-3}"
-WORKERS="${WORKERS:-$(( $(nproc) > 12 ? 12 : $(nproc) ))}"
+TIME_LIMIT="${TIME_LIMIT:-0}"  # minutes; 0: no limit
+WORKERS="${WORKERS:-$(( $(nproc) > 14 ? 14 : $(nproc) ))}"
 OUT="${OUT:-${ROOT}/omni/bundled/small}"
 
 cd "${ROOT}"
@@ -33,10 +34,11 @@ fi
 
 "${PYTHON}" -m omni finetune \
   --init-config bundled-small --mode full \
-  --data "${WORK}/train.jsonl" --eval-data "${WORK}/eval.jsonl" --eval-every 500 \
+  --data "${WORK}/train.jsonl" \
   --steps "${STEPS}" --batch-size "${BATCH}" --lr "${LR}" --warmup-steps 100 --min-lr-ratio 0.05 \
   --weight-decay 0.01 --max-grad-norm 1.0 --seed 0 --num-workers "${WORKERS}" \
-  --save-every 500 --output "${OUT}"
+  --save-every "${SAVE_EVERY:-500}" --time-limit "${TIME_LIMIT}" --no-progress --output "${OUT}"
 rm -rf "${OUT}/state" "${OUT}/eval_results.json"
 
-"${PYTHON}" -m omni eval --model "${OUT}" --data "${WORK}/eval.jsonl" --json "${WORK}/eval_results.json"
+"${PYTHON}" -m omni eval --model "${OUT}" --data "${WORK}/eval.jsonl" --dtype float32 --batch-size 32 \
+  --num-workers "${WORKERS}" --json "${WORK}/eval_results.json"

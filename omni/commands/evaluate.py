@@ -63,7 +63,9 @@ def main(args: argparse.Namespace) -> int:
             path = args.data
         records = read_jsonl(path)[: args.limit]
         model, processor = load_model_and_processor(args)
-        autocast = torch.bfloat16 if model.device.type == "cuda" and model.dtype == torch.float32 else None
+        # fp32 weights on a GPU run under bf16 autocast unless float32 was asked for
+        fast = model.device.type == "cuda" and model.dtype == torch.float32 and args.dtype is None
+        autocast = torch.bfloat16 if fast else None
         answers: list[dict] = []
         scores = evaluate_accuracy(
             model,

@@ -82,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--save-every", type=int, default=0, help="write resumable state every N steps")
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/state")
+    run.add_argument(
+        "--time-limit",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="stop training after this many minutes; the learning-rate decay follows the clock too",
+    )
     run.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     run.add_argument("--dtype", choices=_DTYPES, default="float32", help="dtype of the trained weights")
     run.add_argument("--save-dtype", choices=_DTYPES, default=None, help="dtype of the saved weights")
@@ -166,6 +173,7 @@ def main(args: argparse.Namespace) -> int:
             num_workers=args.num_workers,
             eval_every=args.eval_every,
             save_every=args.save_every,
+            time_limit_s=60.0 * args.time_limit,
             eval_max_new_tokens=args.eval_max_new_tokens,
             eval_batch_size=args.eval_batch_size,
             bf16=args.bf16,

@@ -45,6 +45,7 @@ class TrainConfig:
     eval_batch_size: int = 8
     bf16: bool = False
     progress: bool = True
+    time_limit_s: float = 0.0  # > 0: stop by then, the cosine decay following elapsed time too
 
     def resume_key(self) -> dict[str, Any]:
         """Settings that must not change between a run and its resumption."""
@@ -52,12 +53,18 @@ class TrainConfig:
         return {k: v for k, v in asdict(self).items() if k in keys}
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr`` at the last step."""
+def learning_rate(step: int, config: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr`` at the last step.
+
+    With a time limit the decay follows whichever is further along: steps or elapsed time, so a run
+    stopped by the clock still ends at the floor learning rate.
+    """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     span = max(1, config.steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
+    if config.time_limit_s > 0:
+        progress = max(progress, min(1.0, elapsed_s / config.time_limit_s))
     floor = config.min_lr_ratio
     return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -179,6 +186,7 @@ class Trainer:
 
             bar = tqdm(total=self.config.steps, initial=self.step, desc="finetune", dynamic_ncols=True)
         results = []
+        self._started = time.perf_counter()
         try:
             while self.step < self.config.steps:
                 result = self._one_step([next(batches) for _ in range(self.config.grad_accum)])
@@ -194,7 +202,8 @@ class Trainer:
                     bar.update(1)
                 elif self.world.is_main and not self.config.progress:
                     print(
-                        f"step {self.step}/{self.config.steps} loss {result.loss:.4f} lr {result.lr:.2e}",
+                        f"step {self.step}/{self.config.steps} loss {result.loss:.4f} lr {result.lr:.2e} "
+                        f"{result.seconds:.2f} s",
                         flush=True,
                     )
                 if self.config.save_every and self.step % self.config.save_every == 0:
@@ -207,10 +216,26 @@ class Trainer:
                     and not last
                 ):
                     self.on_eval(self.step)
+                if self._out_of_time():
+                    break
         finally:
             if bar is not None:
                 bar.close()
         return results
+
+    def _elapsed(self) -> float:
+        """Seconds since training started by rank 0's clock (0 without a time limit), same on all ranks."""
+        if self.config.time_limit_s <= 0:
+            return 0.0
+        mine = time.perf_counter() - self._started
+        return all_sum(mine if self.world.is_main else 0.0, self.world, self.device)
+
+    def _out_of_time(self) -> bool:
+        if self.config.time_limit_s <= 0 or self._elapsed() < self.config.time_limit_s:
+            return False
+        if self.world.is_main:
+            print(f"time limit reached: stopped after step {self.step} of {self.config.steps}", flush=True)
+        return True
 
     def _train_mode(self) -> None:
         """Train mode, except BatchNorm (Parakeet's convolution module) keeps its running statistics.
@@ -243,7 +268,7 @@ class Trainer:
             weight = counts[m] * self.world.size / total
             (out.loss * weight).backward()
             loss_sum += float(out.loss.detach()) * counts[m]
-        lr = learning_rate(self.step, self.config)
+        lr = learning_rate(self.step, self.config, self._elapsed())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.config.max_grad_norm > 0:

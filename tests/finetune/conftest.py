@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_configs import CONFIG
 
 
@@ -17,6 +18,16 @@ def tiny_config() -> dict:
     config["vision_config"].update(min_num_patches=16, max_num_patches=64, video_target_num_patches=16)
     config["max_model_len"] = 4096
     return config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these models are tiny, and on a busy machine two spinning OpenMP threads
+    per process slow a training step down many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

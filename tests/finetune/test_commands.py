@@ -78,24 +78,39 @@ def _losses(output: str) -> list[float]:
     return [float(x) for x in re.findall(r"step \d+/\d+ loss ([0-9.]+)", output)]
 
 
-def _finetune(procs: int, batch: int, data: Path, config: Path, out: Path) -> list[float]:
-    args = ["--data", str(data), "--init-config", str(config), "--mode", "full", "--steps", "3",
+def _finetune_args(batch: int, data: Path, config: Path, out: Path) -> list[str]:
+    return ["finetune", "--data", str(data), "--init-config", str(config), "--mode", "full", "--steps", "3",
             "--batch-size", str(batch), "--lr", "3e-3", "--output", str(out), "--num-workers", "0",
             "--no-progress", "--device", "cpu"]  # fmt: skip
+
+
+def _torchrun(procs: int, args: list[str]) -> list[float]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
-    command = (launcher if procs > 1 else [sys.executable]) + ["-m", "omni", "finetune", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    done = subprocess.run([*launcher, "-m", "omni", *args], env=env, capture_output=True, text=True,
+                          timeout=240, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return _losses(done.stdout)
 
 
-def test_two_process_fsdp_matches_one_process(data_dir, config_path, tmp_path, subset):
+def test_two_process_fsdp_matches_one_process(data_dir, config_path, tmp_path, subset, capsys):
     """FSDP2 on gloo (CPU): 2 ranks x 2 conversations follow 1 rank x 4 step for step."""
     data = subset(data_dir / "train.jsonl", ("shapes-count", "beeps"), tmp_path / "two.jsonl")
-    one = _finetune(1, 4, data, config_path, tmp_path / "one")
-    two = _finetune(2, 2, data, config_path, tmp_path / "two")
+    assert omni_main(_finetune_args(4, data, config_path, tmp_path / "one")) == 0
+    one = _losses(capsys.readouterr().out)
+    two = _torchrun(2, _finetune_args(2, data, config_path, tmp_path / "two"))
     assert len(one) == len(two) == 3
     for a, b in zip(one, two):
         assert abs(a - b) <= 1e-3 * abs(a), (one, two)
     assert (tmp_path / "two" / "model.safetensors").is_file()
+
+
+def test_bundled_dir_names_the_recipe_until_trained(tmp_path, finetuned):
+    from omni.bundled import RECIPE, checked_model_dir
+
+    with pytest.raises(FileNotFoundError, match=RECIPE):
+        checked_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="not in"):
+        checked_model_dir(tmp_path)
+    assert checked_model_dir(finetuned) == finetuned

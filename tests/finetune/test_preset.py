@@ -30,7 +30,7 @@ def test_preset_is_the_full_architecture_within_40_mb():
     assert set(text["hybrid_override_pattern"]) == {"M", "E", "*"} and text["n_routed_experts"] >= 4
     assert model.sound_encoder is not None and model.sound_projection is not None
     assert config["vision_config"]["patch_size"] == 16
-    assert config["vision_config"]["max_num_patches"] <= 256
+    assert config["vision_config"]["max_num_patches"] <= 1024
     assert config["vision_config"]["video_target_num_patches"] <= 64
 
 
@@ -53,12 +53,12 @@ def test_forward_backward_on_every_task(data_dir):
     torch.manual_seed(0)
     model, processor = fresh_model_and_processor(read_init_config("bundled-small"))
     settings = processor.settings
-    assert (settings.max_num_patches, settings.video_target_num_patches) == (256, 64)
+    assert (settings.max_num_patches, settings.video_target_num_patches) == (1024, 64)
     records = read_jsonl(data_dir / "train.jsonl")
     one_each = list({r.task: r for r in records}.values())
     assert len(one_each) == 6
     batch = BatchBuilder(processor)(one_each)
-    assert int(batch["image_grid_hw"].prod(-1).max()) <= 256
+    assert int(batch["image_grid_hw"].prod(-1).max()) <= settings.max_num_patches
     assert int(batch["video_grid_thw"][:, 1:].prod(-1).max()) <= 64
     out = model(**batch)
     out.loss.backward()

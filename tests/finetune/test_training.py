@@ -22,7 +22,7 @@ def test_loss_falls_when_overfitting(fresh, data_dir, tmp_path):
     model, processor = fresh()
     records = [r for r in read_jsonl(data_dir / "train.jsonl") if r.task in TASKS]
     prepare_model(model, "full")
-    trainer = _trainer(model, processor, records, tmp_path, steps=20, batch_size=4, lr=1e-2, warmup_steps=2)
+    trainer = _trainer(model, processor, records, tmp_path, steps=20, batch_size=2, lr=1e-2, warmup_steps=2)
     losses = [r.loss for r in trainer.train()]
     assert len(losses) == 20
     assert sum(losses[-3:]) / 3 < 0.3 * losses[0], losses
@@ -74,7 +74,7 @@ def _stop(step: int) -> None:
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_resume_gives_the_uninterrupted_losses(fresh, data_dir, tmp_path, mode):
     records = [r for r in read_jsonl(data_dir / "train.jsonl") if r.task in TASKS]
-    settings = dict(steps=4, batch_size=1, grad_accum=2, lr=2e-3, warmup_steps=1, weight_decay=0.01)
+    settings = dict(steps=3, batch_size=1, grad_accum=2, lr=2e-3, warmup_steps=1, weight_decay=0.01)
 
     def run(seed: int, out, **extra) -> Trainer:
         model, processor = fresh(seed)
@@ -98,3 +98,19 @@ def test_resume_gives_the_uninterrupted_losses(fresh, data_dir, tmp_path, mode):
     rest = [r.loss for r in second.train()]
     torch.testing.assert_close(torch.tensor(rest), torch.tensor(reference[2:]), rtol=1e-6, atol=1e-7)
     assert not any(p.name.endswith(".pt") for p in (tmp_path / "b" / "state").iterdir())
+
+
+def test_time_limit_decays_by_the_clock_and_stops(fresh, data_dir, tmp_path):
+    config = TrainConfig(steps=1000, lr=1.0, warmup_steps=2, min_lr_ratio=0.1, time_limit_s=60.0)
+    assert learning_rate(10, config, elapsed_s=0.0) == pytest.approx(1.0, abs=1e-3)  # steps barely started
+    assert learning_rate(10, config, elapsed_s=30.0) == pytest.approx(0.55)  # half the time: half-way down
+    assert learning_rate(10, config, elapsed_s=90.0) == pytest.approx(0.1)  # past the limit: the floor
+
+    model, processor = fresh()
+    records = [r for r in read_jsonl(data_dir / "train.jsonl") if r.task in TASKS]
+    prepare_model(model, "full")
+    trainer = _trainer(
+        model, processor, records, tmp_path, steps=50, batch_size=1, lr=1e-3, time_limit_s=1e-6
+    )
+    results = trainer.train()
+    assert len(results) == 1 and trainer.step == 1  # the clock ran out after the first step
