@@ -1,7 +1,7 @@
 """Process-group setup and FSDP2 sharding for ``torchrun ... -m omni finetune``.
 
-Every transformer/Mamba/Conformer block is its own FSDP2 unit (``fully_shard``), the rest of the
-model (embeddings, head, patch embedder, adapters) the root unit. CUDA uses NCCL, CPU gloo.
+Every language-model block and Conformer block is its own FSDP2 unit (``fully_shard``); the rest of
+the model (embeddings, head, the ViT, adapters) is the root unit. CUDA uses NCCL, CPU gloo.
 """
 
 from __future__ import annotations
@@ -54,9 +54,14 @@ def close_world(world: World) -> None:
 
 
 def shard_blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks of every tower (the FSDP units)."""
+    """The blocks that become their own FSDP units: the language model's and the audio encoder's.
+
+    Each of those runs exactly once per forward on every rank. The ViT's blocks do not: they run once
+    for the packed images and again for every video (and every chunk of its tubelets), and ranks
+    hold different numbers of videos, so per-block all-gathers would not pair up across ranks (a
+    hang on NCCL, an abort on gloo). The ViT therefore stays in the root unit, gathered once a step.
+    """
     blocks: list[nn.Module] = list(model.language_model.backbone.layers)
-    blocks += list(model.vision_model.radio_model.model.blocks)
     if getattr(model, "sound_encoder", None) is not None:
         blocks += list(model.sound_encoder.encoder.layers)
     return blocks

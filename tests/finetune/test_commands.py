@@ -95,7 +95,7 @@ def _torchrun(procs: int, args: list[str]) -> list[float]:
 
 def test_two_process_fsdp_matches_one_process(data_dir, config_path, tmp_path, subset, capsys):
     """FSDP2 on gloo (CPU): 2 ranks x 2 conversations follow 1 rank x 4 step for step."""
-    data = subset(data_dir / "train.jsonl", ("shapes-count", "beeps"), tmp_path / "two.jsonl")
+    data = subset(data_dir / "train.jsonl", ("shapes-count", "motion", "video-beeps"), tmp_path / "two.jsonl")
     assert omni_main(_finetune_args(4, data, config_path, tmp_path / "one")) == 0
     one = _losses(capsys.readouterr().out)
     two = _torchrun(2, _finetune_args(2, data, config_path, tmp_path / "two"))
