@@ -93,7 +93,7 @@ def decode_rate(generate, batch: int, new: int, device: torch.device) -> tuple[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern", default="MEM*EMEM")
+    parser.add_argument("--pattern", default="MEM*EMEM", help='layer pattern, or "full" for all 52 layers')
     parser.add_argument("--prompt", type=int, default=1024)
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--batches", default="1,8,64")
@@ -104,7 +104,9 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    config = load_preset("nemotron-3-nano-30b-a3b").replace(layer_types=args.pattern)
+    config = load_preset("nemotron-3-nano-30b-a3b")
+    if args.pattern != "full":
+        config = config.replace(layer_types=args.pattern)
     if args.tiny:
         config = config.replace(
             vocab_size=256, hidden_size=64, num_attention_heads=4, head_dim=16, mamba_num_heads=4,
@@ -112,8 +114,10 @@ def main() -> None:
             moe_shared_expert_intermediate_size=48, intermediate_size=48,
         )  # fmt: skip
     torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16 on the device: the full depth has no room for fp32
     with torch.device(device):
-        ours = HybridLM(config).to(torch.bfloat16).eval()
+        ours = HybridLM(config).eval()
+    torch.set_default_dtype(torch.float32)
     batches = [int(b) for b in args.batches.split(",")]
     prompts = {b: torch.randint(3, config.vocab_size, (b, args.prompt), device=device) for b in batches}
     rows = {b: {"batch": b} for b in batches}

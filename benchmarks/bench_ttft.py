@@ -175,7 +175,7 @@ def image_case(config: dict[str, Any], device: torch.device, tiny: bool) -> dict
     grid = torch.tensor([[rows, cols]])
     ids = prompt(rows * cols // 4, IMAGE_TOKEN, device)
     return {"ours": dict(input_ids=ids, pixel_values=pixels, image_grid_hw=grid),
-            "reference": dict(input_ids=ids, pixel_values=pixels, image_grid_hw=grid),
+            "reference": dict(input_ids=ids, pixel_values=pixels, image_grid_hw=grid.to(device)),
             "media_tokens": rows * cols // 4}  # fmt: skip
 
 
