@@ -114,7 +114,9 @@ def main() -> None:
             moe_shared_expert_intermediate_size=48, intermediate_size=48,
         )  # fmt: skip
     torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)  # built in bf16 on the device: the full depth has no room for fp32
+    torch.set_default_dtype(
+        torch.bfloat16
+    )  # built in bf16 on the device: the full depth has no room for fp32
     with torch.device(device):
         ours = HybridLM(config).eval()
     torch.set_default_dtype(torch.float32)

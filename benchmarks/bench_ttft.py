@@ -91,7 +91,9 @@ def load_reference(ours: Any, device: torch.device) -> Any:
     from transformers import NemotronH_Omni_Reasoning_V3
 
     size = sum(p.numel() * p.element_size() for p in ours.parameters())
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free > 1.3 * size else None
+    shm = (
+        "/dev/shm" if os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free > 1.3 * size else None
+    )
     with tempfile.TemporaryDirectory(dir=shm) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours.save_pretrained(tmp)
@@ -148,7 +150,9 @@ def lm_flops(model: Any, tokens: int) -> float:
         if name.endswith("embeddings.weight") or name.startswith("lm_head") or p.dim() < 2:
             continue
         active += p.numel() * (share if ".experts." in name else 1.0)
-    attention = cfg.layer_types.count("attention") * 2 * tokens * tokens * cfg.num_attention_heads * cfg.head_dim
+    attention = (
+        cfg.layer_types.count("attention") * 2 * tokens * tokens * cfg.num_attention_heads * cfg.head_dim
+    )
     return 2 * active * tokens + attention
 
 
@@ -206,7 +210,9 @@ def reference_video_first_token(reference: Any, ids: torch.Tensor, frames: torch
     keep = torch.ones_like(ids, dtype=torch.bool)
     if rate > 0:
         thw = ((frames.shape[0] + 1) // 2, rows, cols)
-        keep[placeholders] = compute_retention_mask(video_embeds=embeds, thw=thw, spatial_merge_size=1, q=rate)
+        keep[placeholders] = compute_retention_mask(
+            video_embeds=embeds, thw=thw, spatial_merge_size=1, q=rate
+        )
     logits = reference.language_model(inputs_embeds=text[keep][None], logits_to_keep=1).logits
     return logits[:, -1].argmax(-1)
 
@@ -226,7 +232,11 @@ def audio_case(model: Any, reference: Any, config: dict[str, Any], device: torch
                 input_features_mask=mask, audio_clip_counts=counts)  # fmt: skip
     ref = None
     if ref_count is not None:
-        ref = dict(input_ids=prompt(ref_count, AUDIO_TOKEN, device), input_features=features, input_features_mask=mask)
+        ref = dict(
+            input_ids=prompt(ref_count, AUDIO_TOKEN, device),
+            input_features=features,
+            input_features_mask=mask,
+        )
     return {"ours": ours, "reference": ref, "media_tokens": ours_count}
 
 
@@ -236,7 +246,9 @@ def first_token(model: Any, inputs: dict[str, Any]) -> torch.Tensor:
     return logits[:, -1].argmax(-1)
 
 
-def run_case(name: str, ours_fn: Callable, ref_fn: Callable | None, device: torch.device, repeats: int) -> dict:
+def run_case(
+    name: str, ours_fn: Callable, ref_fn: Callable | None, device: torch.device, repeats: int
+) -> dict:
     row: dict[str, Any] = {"case": name}
     for who, fn in (("ours", ours_fn), ("transformers", ref_fn)):
         if fn is None:
@@ -283,7 +295,9 @@ def main() -> None:
     if "image" in cases:
         case = image_case(config, device, args.tiny)
         ref_fn = None if reference is None else (lambda: first_token(reference, case["reference"]))
-        row = run_case("image 13,312 patches", lambda: first_token(ours, case["ours"]), ref_fn, device, args.repeats)
+        row = run_case(
+            "image 13,312 patches", lambda: first_token(ours, case["ours"]), ref_fn, device, args.repeats
+        )
         row["lm_tokens"] = case["ours"]["input_ids"].shape[1]
         row["floor_s"] = floor(case["ours"], row["lm_tokens"])
         rows.append(row)
@@ -300,7 +314,9 @@ def main() -> None:
             if reference is not None:
                 ref_fn = lambda ids=ids, evs=evs: reference_video_first_token(reference, ids, frames, evs)  # noqa: E731
             name = f"video {args.frames} frames 16:9, EVS {evs:g}"
-            row = run_case(name, lambda inputs=inputs: first_token(ours, inputs), ref_fn, device, args.repeats)
+            row = run_case(
+                name, lambda inputs=inputs: first_token(ours, inputs), ref_fn, device, args.repeats
+            )
             kept = evs_retained_count((args.frames + 1) // 2, *grid, evs) if evs > 0 else count
             row["lm_tokens"] = ids.shape[1] - count + kept
             row["floor_s"] = floor(inputs, row["lm_tokens"])
