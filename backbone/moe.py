@@ -78,6 +78,9 @@ def grouped_mm_usable(x: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> 
     return all(size % 8 == 0 for size in (up.shape[1], up.shape[2], down.shape[1]))
 
 
+_COMBINE_ROWS = 32768
+
+
 def experts_grouped(
     x: torch.Tensor,
     indices: torch.Tensor,
@@ -110,9 +113,13 @@ def experts_grouped(
                 pieces.append(F.linear(relu2(F.linear(segment, up_proj[expert])), down_proj[expert]))
             start = stop
         out = torch.cat(pieces, dim=0)
-    out = out.float() * weights.reshape(-1)[order, None].float()
+    scale = weights.reshape(-1)[order, None].float()
     combined = torch.zeros(tokens, x.shape[-1], dtype=torch.float32, device=x.device)
-    return combined.index_add_(0, token_of, out).to(x.dtype)
+    # weighted in fp32 a slice at a time: a whole [tokens * k, in] fp32 copy was the peak of long prefills
+    for start in range(0, out.shape[0], _COMBINE_ROWS):
+        rows = slice(start, start + _COMBINE_ROWS)
+        combined.index_add_(0, token_of[rows], out[rows].float() * scale[rows])
+    return combined.to(x.dtype)
 
 
 def experts_loop(

@@ -26,6 +26,17 @@ def test_segments_equal_reference_loop(relative_error):
     assert relative_error(experts_grouped(x, indices, weights, up, down), expected) <= 1e-6
 
 
+def test_combine_in_slices_equals_whole(relative_error, monkeypatch):
+    """The fp32 weighted combine runs a slice of rows at a time (bounded memory), with the same result."""
+    import backbone.moe as moe
+
+    x, indices, weights, up, down = _experts()
+    whole = experts_grouped(x, indices, weights, up, down)
+    monkeypatch.setattr(moe, "_COMBINE_ROWS", 5)  # several slices, the last one partial
+    assert torch.equal(experts_grouped(x, indices, weights, up, down), whole)
+    assert relative_error(whole, experts_loop(x, indices, weights, up, down)) <= 1e-6
+
+
 def test_segments_equal_reference_loop_bf16(relative_error):
     x, indices, weights, up, down = _experts(dtype=torch.bfloat16)
     expected = experts_loop(x, indices, weights, up, down)
