@@ -28,7 +28,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_decode import device_name, sync  # the sibling script (this folder is first on sys.path)
 
 IMAGE_TOKEN, VIDEO_TOKEN, AUDIO_TOKEN = 18, 18, 27
 PRESET = Path(__file__).resolve().parents[1] / "backbone" / "presets" / "nemotron-3-nano-30b-a3b.json"
@@ -99,11 +99,6 @@ def load_reference(ours: Any, device: torch.device) -> Any:
         ours.save_pretrained(tmp)
         reference = NemotronH_Omni_Reasoning_V3.from_pretrained(tmp, dtype=torch.bfloat16)
     return reference.to(device).eval()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, float]:
@@ -344,10 +339,6 @@ def main() -> None:
         meta = {"device": device_name(device), "torch": torch.__version__, "transformers": reference_version(),
                 "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "pattern": args.pattern, "matmul_flop_s": rate}  # fmt: skip
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
 
 
 def reference_version() -> str | None:
