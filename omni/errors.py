@@ -6,9 +6,6 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from encoders.errors import EncoderInputError
-from tokenreduce.errors import ReductionError
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -23,7 +20,18 @@ def raises_input_error(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (EncoderInputError, ReductionError) as err:
+        except ValueError as err:
+            if not _from_components(err):
+                raise
             raise InputError(str(err)) from err
 
     return wrapper  # type: ignore[return-value]
+
+
+def _from_components(err: BaseException) -> bool:
+    """Whether ``err`` is an encoder or token-reduction input error (imported here, not at start-up:
+    those packages pull in torch)."""
+    from encoders.errors import EncoderInputError
+    from tokenreduce.errors import ReductionError
+
+    return isinstance(err, (EncoderInputError, ReductionError))
