@@ -1,0 +1,129 @@
+"""What the benchmarks share: timing with device sync, peak memory, device rates, tables and JSON."""
+
+from __future__ import annotations
+
+import gc
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GIB = 2**30
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs no wait)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall seconds of ``fn()``, queued device work included."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def release_memory(device: torch.device) -> None:
+    """Collect garbage and hand cached CUDA blocks back, so the next measurement starts clean."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class Measurement:
+    """Median time of the timed runs and their peak memory (bytes; 0 off CUDA)."""
+
+    seconds: float
+    peak_above_bytes: int  # the most allocated on top of what was held before the timed runs
+    peak_total_bytes: int  # torch.cuda.max_memory_allocated over the timed runs
+
+
+def measure(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> Measurement:
+    """Time ``fn`` ``repeats`` times after ``warmup`` untimed calls (kernels compiled, caches filled)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    base = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    times = [timed(fn, device) for _ in range(max(repeats, 1))]
+    total = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    return Measurement(statistics.median(times), max(total - base, 0), total)
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 2 << 30) -> float:
+    """Device-to-device copy rate in bytes/s, counting bytes read and written."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    sync(device)
+    return 10 * 2 * nbytes / (time.perf_counter() - start)
+
+
+def matmul_rate(
+    device: torch.device, size: int = 8192, dtype: torch.dtype = torch.bfloat16, repeats: int = 5
+) -> float:
+    """Measured FLOP/s of a ``size``^3 matmul in ``dtype``: the rate a compute floor divides by."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up: the kernel is chosen and loaded
+    seconds = timed(lambda: [a @ b for _ in range(repeats)], device)
+    return repeats * 2 * size**3 / seconds
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def transformers_version() -> str | None:
+    """The installed transformers version (None when it is not installed)."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    return transformers.__version__
+
+
+def run_info(device: torch.device) -> dict[str, Any]:
+    """Where and when a benchmark ran: device, versions, host and date."""
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "transformers": transformers_version(),
+        "host": platform.node(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned, widths from content."""
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        first = f"{str(cells[0]):<{widths[0]}}"
+        return " ".join([first, *(f"{str(c):>{w}}" for c, w in zip(cells[1:], widths[1:]))])
+
+    return "\n".join(line(row) for row in [headers, *rows])
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -1,0 +1,147 @@
+"""``omni bench``: the benchmarks run end to end at tiny sizes on the CPU, and count FLOPs right."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from omni import cli
+from omni.bench import ttft
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops on a shared 2-core machine: a second thread only adds contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _positive(row: dict, key: str) -> float:
+    value = row[key]
+    assert isinstance(value, (int, float)) and value > 0, (row["case"], key, value)
+    return value
+
+
+def test_ttft_tiny_times_ours_and_transformers(tmp_path, capsys, one_thread):
+    import transformers
+
+    out = tmp_path / "ttft.json"
+    argv = "bench ttft --tiny --device cpu --repeats 1 --video-2min --json".split() + [str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "ours TTFT s" in printed and "tf/ours" in printed and "ours/floor" in printed
+
+    result = json.loads(out.read_text())
+    assert result["meta"]["transformers"] == transformers.__version__
+    assert result["meta"]["torch"] == torch.__version__ and result["meta"]["date"]
+    rows = {row["case"]: row for row in result["rows"]}
+    assert list(rows) == [
+        "image 8x12 = 96 patches",
+        "video 8 frames 16:9, EVS 0",
+        "video 8 frames 16:9, EVS 0.5",
+        "video 8 frames 16:9, EVS 0.75",
+        "video 16 frames 16:9 (2 min at 2 fps), ours only",
+        "audio 8 s (2 clips of 4 s)",
+    ]
+    for row in rows.values():
+        assert not [k for k in row if k.endswith("_error")], row
+        for key in ("ours_ttft_s", "lm_tokens", "flops", "floor_s", "ours_over_floor"):
+            _positive(row, key)
+        if "ours only" in row["case"]:
+            assert not [k for k in row if k.startswith("transformers")]
+            continue
+        for who in ("ours", "transformers"):
+            for key in ("ttft_s", "encode_s", "prefill_s"):
+                _positive(row, f"{who}_{key}")
+        _positive(row, "transformers_over_ours")
+
+    # 16 text tokens around the placeholders: 96 patches / 4; 4 tubelets of 2 x 4; 8 s of audio
+    assert rows["image 8x12 = 96 patches"]["lm_tokens"] == 16 + 24
+    videos = [rows[f"video 8 frames 16:9, EVS {rate}"]["lm_tokens"] for rate in ("0", "0.5", "0.75")]
+    assert videos[0] == 16 + 4 * 8 and videos[0] > videos[1] > videos[2] >= 16 + 8
+    assert rows["video 16 frames 16:9 (2 min at 2 fps), ours only"]["lm_tokens"] == 16 + 8 * 8
+    assert rows["audio 8 s (2 clips of 4 s)"]["lm_tokens"] == 16 + 101
+    assert rows["image 8x12 = 96 patches"]["transformers_path"] == "forward"
+    assert rows["audio 8 s (2 clips of 4 s)"]["transformers_path"] == "forward"
+    for rate in ("0", "0.5", "0.75"):  # 5.23's video forward raises; its blocks stand in, labelled
+        row = rows[f"video 8 frames 16:9, EVS {rate}"]
+        assert row["transformers_path"] in ("forward", "building blocks")
+        if row["transformers_path"] != "forward":
+            assert row["transformers_note"].startswith("forward: ")
+            assert "transformers timed as its building blocks" in printed
+
+
+def test_full_depth_is_ours_only_with_every_layer(tmp_path, one_thread):
+    out = tmp_path / "full.json"
+    argv = ["bench", "ttft", "--tiny", "--full-depth", "--device", "cpu", "--cases", "image"]
+    assert cli.main([*argv, "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["meta"]["num_layers"] == 52 and result["meta"]["transformers"] is None
+    (row,) = result["rows"]
+    assert _positive(row, "ours_ttft_s") and not [k for k in row if k.startswith("transformers")]
+
+
+def test_bench_all_writes_both_results(tmp_path, one_thread):
+    out = tmp_path / "all.json"
+    argv = ["bench", "all", "--tiny", "--device", "cpu", "--skip-reference", "--prompt", "8", "--new", "3"]
+    argv += ["--batches", "1", "--cases", "audio", "--repeats", "1", "--json", str(out)]
+    assert cli.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert _positive(result["decode"]["rows"][0], "ours_graphs_tok_s")
+    assert _positive(result["ttft"]["rows"][0], "ours_ttft_s")
+
+
+def test_bad_options_are_input_errors(capsys):
+    assert cli.main(["bench", "ttft", "--cases", "image,pictures", "--device", "cpu"]) == 2
+    assert "pictures" in capsys.readouterr().err
+    assert cli.main(["bench", "ttft", "--evs", "0,1", "--device", "cpu"]) == 2
+    assert cli.main(["bench", "ttft", "--layers", "MEX", "--device", "cpu"]) == 2
+    assert "X" in capsys.readouterr().err
+
+
+def test_vit_and_projector_flops_by_hand():
+    from encoders import RadioConfig
+
+    config = RadioConfig(hidden_size=4, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16,
+                         patch_size=2, max_img_size=8, num_cls_tokens=1, num_registers=1,
+                         video_temporal_patch_size=2)  # fmt: skip
+    # 3 patches + 2 prefix tokens: patch linear 2*12*4*3, blocks 2*(4*16 + 2*4*16)*5, attention 4*5^2*4
+    assert ttft.vit_flops(config, [3]) == 288 + 1920 + 400
+    assert ttft.vit_flops(config, [3, 3], video=True) == 2 * (576 + 1920 + 400)
+    assert ttft.projector_flops((4, 8, 2), tokens=3) == 2 * 3 * (4 * 8 + 8 * 2)
+
+
+def test_parakeet_flops_by_hand():
+    from encoders import ParakeetConfig
+
+    config = ParakeetConfig(hidden_size=4, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8,
+                            conv_kernel_size=3, subsampling_factor=2, subsampling_conv_channels=2,
+                            num_mel_bins=4)  # fmt: skip
+    # 4 frames x 4 mels -> 2 x 2 after the 3x3 stride-2 conv (2 channels), linear 2*2 -> 4 over 2 steps
+    subsampling = 2 * 2 * 9 * 4 + 2 * 4 * 4 * 2
+    # per token: feed-forwards 2*2*2*4*8, q/k/v/o 2*4*16, convolution 2*(2*16 + 4*3 + 16)
+    per_token = 256 + 128 + 120
+    layer = 2 * per_token + 2 * 16 * 3 + 6 * 4 * 4  # 2 tokens, 3 relative distances, attention
+    assert ttft.parakeet_flops(config, [4]) == subsampling + layer
+
+
+def test_lm_flops_count_active_weights_and_causal_attention():
+    from backbone import HybridConfig, HybridLM
+
+    base = dict(vocab_size=16, hidden_size=8, num_attention_heads=2, num_key_value_heads=1, head_dim=4,
+                intermediate_size=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=4,
+                moe_shared_expert_intermediate_size=6, n_group=1, topk_group=1)  # fmt: skip
+    with torch.device("meta"):
+        dense = HybridLM(HybridConfig.from_dict({**base, "hybrid_override_pattern": "-*"}))
+        moe = HybridLM(HybridConfig.from_dict({**base, "hybrid_override_pattern": "E"}))
+    head = 2 * 8 * 16  # the last position only
+    # MLP 8*4 + 4*8, attention q 8*8, k and v 8*4, o 8*8; causal scores and values 2*10*11*2*4
+    assert ttft.lm_flops(dense, tokens=10) == 2 * (64 + 192) * 10 + head + 1760
+    # router 4*8, 2 of 4 experts of 2*8*4 each, the shared expert 2*8*6
+    assert ttft.lm_flops(moe, tokens=10) == 2 * (32 + 2 * 64 + 96) * 10 + head
