@@ -105,7 +105,8 @@ def step_plan(n_records: int, config: TrainConfig, world: World, first: int, las
     stream = stream[offset : offset + stop - start]
     plan = []
     for s in range(last - first):
-        mine = stream[s * global_batch + world.rank * per_rank :][:per_rank]
+        at = s * global_batch + world.rank * per_rank
+        mine = stream[at : at + per_rank]
         plan.extend(
             mine[m * config.batch_size : (m + 1) * config.batch_size] for m in range(config.grad_accum)
         )
