@@ -4,13 +4,14 @@
 #   bash scripts/train_bundled.sh [WORK_DIR]
 #
 # 1. writes the synthetic train split (N_PER_TASK samples per task) and a held-out eval split;
-# 2. `omni finetune --init-config bundled-small --mode full` (or `--model INIT` to continue training) (CUDA when present, bf16 autocast),
-#    saving the model to omni/bundled/small inside the package;
+# 2. `omni finetune --init-config bundled-small --mode full` (`--model INIT` to continue a run; CUDA when
+#    present, bf16 autocast), saving the model to omni/bundled/small inside the package;
 # 3. `omni eval` on the held-out split (accuracy per task, also written as JSON).
 # The shipped weights: four runs of 7-7.6 minutes on one H100 (about 6,750 steps of 32), see the README:
 #   TIME_LIMIT=7 N_PER_TASK=5000 STEPS=100000 bash scripts/train_bundled.sh
 #   for s in 1 2 3; do INIT=omni/bundled/small DATA_SEED=$s SEED=$s LR=... TIME_LIMIT=7.5 N_PER_TASK=5000 \
 #     STEPS=100000 bash scripts/train_bundled.sh; done      # LR 1.5e-4, 1.2e-4, 1e-4
+#   (between those runs the weights travelled as bf16; continuing in place keeps fp32)
 # On a 2-core CPU one step of 16 conversations takes 2-5 s.
 set -euo pipefail
 
