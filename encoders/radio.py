@@ -26,6 +26,10 @@ from .radio_blocks import PACKED_ATTENTION_MODES, RadioBlock
 from .radio_config import RadioConfig
 from .radio_position import cropped_position_embedding
 
+# Tokens per ViT pass over video tubelets: 8 tubelets of a 1,024-patch frame (bounds the activations
+# of long videos), many more of the small frames of short clips.
+VIDEO_PASS_TOKENS = 8192
+
 
 class PrefixTokens(nn.Module):
     """The learned class + register tokens (checkpoint key ``cls_token.token``)."""
@@ -213,30 +217,57 @@ class RadioEncoder(nn.Module):
         hidden = self.run_blocks(tokens.unsqueeze(0), lengths)[0]
         return hidden[_patch_rows(lengths, prefix, hidden.device)]
 
-    def encode_video(self, frames: torch.Tensor, tubelets_per_batch: int = 8) -> torch.Tensor:
+    def encode_video(self, frames: torch.Tensor, tubelets_per_batch: int | None = None) -> torch.Tensor:
         """Features of a video's tubelets: ``[T, C, H, W]`` → ``[ceil(T/t), (H/p)·(W/p), hidden]``.
 
         ``frames`` are normalised float frames of one size; consecutive frames are paired into
         tubelets of ``t = video_temporal_patch_size`` frames, the last frame repeated to fill the final
-        tubelet. Tubelets run through the ViT ``tubelets_per_batch`` at a time to bound memory.
+        tubelet. Tubelets run through the ViT ``tubelets_per_batch`` at a time to bound memory (default:
+        as many as fit in ``VIDEO_PASS_TOKENS`` tokens).
+        """
+        return self.encode_videos([frames], tubelets_per_batch)[0]
+
+    def encode_videos(
+        self, videos: Sequence[torch.Tensor], tubelets_per_batch: int | None = None
+    ) -> list[torch.Tensor]:
+        """:meth:`encode_video` of each ``[T, C, H, W]`` video, videos of one frame size encoded together.
+
+        Tubelets never attend across tubelets, so stacking those of equal-sized videos along the batch
+        dimension gives the same features as one video at a time, in a few large passes instead of one
+        small pass per video (a training batch holds many short clips).
         """
         generator = self.patch_generator
         if generator.video_embedder is None:
             raise EncoderInputError(
                 "video: this RADIO tower has no video embedder (video_temporal_patch_size unset)"
             )
-        if not isinstance(tubelets_per_batch, int) or tubelets_per_batch <= 0:
+        if tubelets_per_batch is not None and (
+            not isinstance(tubelets_per_batch, int) or tubelets_per_batch <= 0
+        ):
             raise EncoderInputError(
                 f"video: tubelets_per_batch must be a positive int, got {tubelets_per_batch!r}"
             )
-        self._check_frames(frames)
-        tubelets, rows, cols = self.video_to_tubelets(frames.to(generator.video_embedder.weight.dtype))
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, frames in enumerate(videos):
+            self._check_frames(frames)
+            groups.setdefault(tuple(frames.shape[-2:]), []).append(index)
         prefix = self.config.num_prefix_tokens
-        outputs = []
-        for chunk in tubelets.split(tubelets_per_batch):
-            hidden = self.run_blocks(generator.embed_tubelets(chunk, rows, cols))
-            outputs.append(hidden[:, prefix:])
-        return torch.cat(outputs)
+        dtype = generator.video_embedder.weight.dtype
+        out: list[torch.Tensor | None] = [None] * len(videos)
+        for members in groups.values():
+            pieces = [self.video_to_tubelets(videos[i].to(dtype)) for i in members]
+            rows, cols = pieces[0][1], pieces[0][2]
+            tubelets = torch.cat([piece[0] for piece in pieces])
+            per_pass = tubelets_per_batch or max(1, VIDEO_PASS_TOKENS // (prefix + rows * cols))
+            features = torch.cat(
+                [
+                    self.run_blocks(generator.embed_tubelets(chunk, rows, cols))[:, prefix:]
+                    for chunk in tubelets.split(per_pass)
+                ]
+            )
+            for i, part in zip(members, features.split([piece[0].shape[0] for piece in pieces])):
+                out[i] = part
+        return out  # type: ignore[return-value]
 
     def video_to_tubelets(self, frames: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """``[T, C, H, W]`` → (``[ceil(T/t), rows·cols, t·C·p·p]``, rows, cols).

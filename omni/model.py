@@ -141,14 +141,23 @@ class OmniModel(nn.Module):
                 )
         else:
             grids = [(frames.shape[-2] // patch, frames.shape[-1] // patch)] * len(counts)
-        out = []
-        for clip, (rows, cols) in zip(frames.split(counts), grids):
-            clip = clip[:, :, : rows * patch, : cols * patch]
-            features = self._vision_tokens(self.vision_model.encode_video(clip))
+        clips = [
+            clip[:, :, : rows * patch, : cols * patch]
+            for clip, (rows, cols) in zip(frames.split(counts), grids)
+        ]
+        features = self.vision_model.encode_videos(clips)
+        # videos of one grid share the pixel shuffle and the projector (one pass, not one per video)
+        by_grid: dict[tuple[int, int], list[int]] = {}
+        for index, grid in enumerate(grids):
+            by_grid.setdefault(grid, []).append(index)
+        out: list[torch.Tensor] = [features[0]] * len(clips)
+        for (rows, cols), members in by_grid.items():
+            stacked = self._vision_tokens(torch.cat([features[i] for i in members]))
             shuffled = pixel_shuffle(
-                features.reshape(features.shape[0], rows, cols, -1), self.config.downsample_ratio
+                stacked.reshape(-1, rows, cols, stacked.shape[-1]), self.config.downsample_ratio
             )
-            out.append(self.mlp1(shuffled))
+            for i, part in zip(members, self.mlp1(shuffled).split([features[i].shape[0] for i in members])):
+                out[i] = part
         return out
 
     def audio_embeddings(

@@ -194,6 +194,23 @@ def test_video_with_odd_frame_count_matches_transformers(reference, encoder):
     assert rel_err(ours[-1], padded[0]) <= 1e-5
 
 
+def test_videos_of_one_size_share_passes_and_match_one_by_one(encoder, monkeypatch):
+    """Training batches hold many short clips: equal-sized ones run through the ViT together."""
+    gen = torch.Generator().manual_seed(4)
+    videos = [torch.randn(n, 3, h, w, generator=gen) for n, h, w in [(5, 24, 32), (3, 16, 16), (4, 24, 32)]]
+    with torch.no_grad():
+        alone = [encoder.encode_video(v) for v in videos]
+        passes = []
+        run_blocks = encoder.run_blocks
+        monkeypatch.setattr(
+            encoder, "run_blocks", lambda hidden, *a: passes.append(hidden.shape[0]) or run_blocks(hidden, *a)
+        )
+        together = encoder.encode_videos(videos)
+    assert sorted(passes) == [2, 5]  # 3 + 2 tubelets of the 24 x 32 videos in one pass, the 16 x 16 one alone
+    for ours, expected in zip(together, alone):
+        assert ours.shape == expected.shape and rel_err(ours, expected) <= 1e-5
+
+
 def test_tubelet_layout_is_frame_major(encoder):
     frames = torch.randn(2, 3, 8, 4)
     tubelets, rows, cols = encoder.video_to_tubelets(frames)
