@@ -113,8 +113,12 @@ class InputBuilder:
         padding_side: str | None = None,
         add_special_tokens: bool = True,
         audio_clip_seconds: Any = ...,
+        device: torch.device | None = None,
     ) -> ProcessorOutput:
-        """Expand ``texts`` for the media and build the model inputs (see ``OmniProcessor``)."""
+        """Expand ``texts`` for the media and build the model inputs (see ``OmniProcessor``).
+
+        ``device``: where images and video frames are resized and normalised (and their tensors live).
+        """
         if return_tensors not in ("pt", None):
             raise InputError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
         s = settings
@@ -163,13 +167,14 @@ class InputBuilder:
             )
         if images:
             sizes = [rows * cols for rows, cols in image_grids]
-            pixel_values = torch.empty(sum(sizes), 3 * s.patch_size**2, dtype=torch.float32)
+            pixel_values = torch.empty(sum(sizes), 3 * s.patch_size**2, dtype=torch.float32, device=device)
             for img, (rows, cols), part in zip(images, image_grids, pixel_values.split(sizes)):
+                img = img.to(pixel_values.device)
                 image_patches(img, rows, cols, s.patch_size, s.image_mean, s.image_std, out=part)
             result["pixel_values"] = pixel_values
             result["image_grid_hw"] = torch.tensor(image_grids, dtype=torch.long)
         if videos:
-            result.update(self._video_tensors(videos, video_grids, s))
+            result.update(self._video_tensors(videos, video_grids, s, device))
         if audio_batch is not None:
             result["input_features"] = audio_batch.input_features
             result["input_features_mask"] = audio_batch.input_features_mask
@@ -321,18 +326,26 @@ class InputBuilder:
         return types
 
     def _video_tensors(
-        self, videos: list[PreparedVideo], grids: list[tuple[int, int]], s: ProcessorSettings
+        self,
+        videos: list[PreparedVideo],
+        grids: list[tuple[int, int]],
+        s: ProcessorSettings,
+        device: torch.device | None = None,
     ) -> dict[str, torch.Tensor]:
         """Resized, normalised frames of every video (zero-padded to a common size) and their sizes."""
         heights = [rows * s.patch_size for rows, _ in grids]
         widths = [cols * s.patch_size for _, cols in grids]
         total = sum(v.frames.shape[0] for v in videos)
         same = len(set(zip(heights, widths))) == 1
-        out = (torch.empty if same else torch.zeros)(total, 3, max(heights), max(widths), dtype=torch.float32)
+        out = (torch.empty if same else torch.zeros)(
+            total, 3, max(heights), max(widths), dtype=torch.float32, device=device
+        )
         start = 0
         for v, h, w in zip(videos, heights, widths):
             n = v.frames.shape[0]
-            out[start : start + n, :, :h, :w] = resize_normalize(v.frames, h, w, s.video_mean, s.video_std)
+            out[start : start + n, :, :h, :w] = resize_normalize(
+                v.frames, h, w, s.video_mean, s.video_std, device=out.device
+            )
             start += n
         temporal = s.video_temporal_patch_size
         frame_counts = [v.frames.shape[0] for v in videos]

@@ -112,21 +112,32 @@ def frames_to_tchw(frames: object, what: str) -> torch.Tensor:
     return _to_rgb_range(frames, what)
 
 
-def _normaliser(mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def _normaliser(
+    mean: Sequence[float], std: Sequence[float], device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``scale, shift`` with ``x * scale + shift == (x / 255 - mean) / std``, shaped ``[1, 3, 1, 1]``."""
     m = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
-    return (1.0 / (255.0 * s)).float(), (-m / s).float()
+    return (1.0 / (255.0 * s)).float().to(device), (-m / s).float().to(device)
 
 
 def resize_normalize(
-    frames: torch.Tensor, height: int, width: int, mean: Sequence[float], std: Sequence[float]
+    frames: torch.Tensor,
+    height: int,
+    width: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """``[N, 3, h, w]`` 0..255 -> float32 ``[N, 3, height, width]`` normalised, resized in chunks."""
-    scale, shift = _normaliser(mean, std)
-    out = torch.empty(frames.shape[0], 3, height, width, dtype=torch.float32)
+    """``[N, 3, h, w]`` 0..255 -> float32 ``[N, 3, height, width]`` normalised, resized in chunks.
+
+    ``device``: where to resize (frames travel there as uint8, chunk by chunk; the result lives there).
+    """
+    device = frames.device if device is None else device
+    scale, shift = _normaliser(mean, std, device)
+    out = torch.empty(frames.shape[0], 3, height, width, dtype=torch.float32, device=device)
     for start in range(0, frames.shape[0], FRAME_CHUNK):
-        chunk = frames[start : start + FRAME_CHUNK].to(torch.float32)
+        chunk = frames[start : start + FRAME_CHUNK].to(device).to(torch.float32)
         if chunk.shape[-2:] != (height, width):
             chunk = F.interpolate(
                 chunk, size=(height, width), mode="bicubic", align_corners=False, antialias=True
@@ -165,8 +176,8 @@ def image_patches(
             pixels, size=(height, width), mode="bicubic", align_corners=False, antialias=True
         )
     if out is None:
-        out = torch.empty(rows * cols, 3 * patch_size * patch_size, dtype=torch.float32)
-    scale, shift = _normaliser(mean, std)
+        out = torch.empty(rows * cols, 3 * patch_size * patch_size, dtype=torch.float32, device=image.device)
+    scale, shift = _normaliser(mean, std, out.device)
     source = pixels[0].reshape(3, rows, patch_size, cols, patch_size)
     target = out.view(rows, cols, 3, patch_size, patch_size).permute(2, 0, 3, 1, 4)
     torch.addcmul(shift.view(3, 1, 1, 1, 1), source, scale.view(3, 1, 1, 1, 1), out=target)

@@ -36,6 +36,7 @@ _CALL_OPTIONS = frozenset(
         "min_num_patches",
         "max_num_patches",
         "max_model_len",
+        "device",
     }
 )
 _LIMITS = ("min_num_patches", "max_num_patches", "max_model_len")
@@ -202,7 +203,9 @@ class OmniProcessor:
         arrays. Options: ``fps``, ``num_frames``, ``max_frames``, ``start``, ``end`` (sampling of
         video files), ``video_metadata`` (per in-memory video: ``fps`` and ``frames_indices``, for
         the frame labels), ``sampling_rate`` (of audio arrays, default the model's),
-        ``audio_clip_seconds``, ``min_num_patches``, ``max_num_patches``, ``max_model_len``.
+        ``audio_clip_seconds``, ``min_num_patches``, ``max_num_patches``, ``max_model_len``,
+        ``device`` (resize and normalise images and video frames there, e.g. ``"cuda"``: the pixel
+        tensors come back on it; default the CPU).
         """
         self._check_options(options, _CALL_OPTIONS)
         texts = self._texts(text)
@@ -367,5 +370,19 @@ class OmniProcessor:
             waveforms,
             settings=settings,
             audio_clip_seconds=options.get("audio_clip_seconds", ...),
+            device=_pixel_device(options.get("device")),
             **kwargs,
         )
+
+
+def _pixel_device(device: Any) -> torch.device | None:
+    """The ``device`` option as a ``torch.device`` (None: the CPU), checked to be usable."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"device={device!r} is not a torch device ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device={str(device)!r}: CUDA is not available on this machine")
+    return device

@@ -141,8 +141,13 @@ def assistant_message(text: str) -> dict[str, Any]:
     return message
 
 
-def prepare_inputs(processor: Any, messages: Sequence[Mapping[str, Any]], settings: AnswerSettings) -> Any:
-    """The model inputs of a conversation that ends with a user turn (media loaded now)."""
+def prepare_inputs(
+    processor: Any, messages: Sequence[Mapping[str, Any]], settings: AnswerSettings, device: Any = None
+) -> Any:
+    """The model inputs of a conversation that ends with a user turn (media loaded now).
+
+    ``device``: where pixels are resized and normalised (the model's GPU: no host resize, no copy).
+    """
     return processor.apply_chat_template(
         list(messages),
         add_generation_prompt=True,
@@ -151,6 +156,7 @@ def prepare_inputs(processor: Any, messages: Sequence[Mapping[str, Any]], settin
         return_dict=True,
         return_tensors="pt",
         use_audio_in_video=settings.use_audio_in_video,
+        device=device,
     )
 
 
@@ -170,7 +176,8 @@ def stream_answer(
     """
     from backbone import TextStreamer
 
-    inputs = prepare_inputs(processor, messages, settings)
+    on_gpu = getattr(model, "device", None) is not None and model.device.type == "cuda"
+    inputs = prepare_inputs(processor, messages, settings, device=model.device if on_gpu else None)
     kwargs = settings.generation_kwargs()
     cancelled = threading.Event()
 
