@@ -150,7 +150,7 @@ class OmniModel(nn.Module):
         by_grid: dict[tuple[int, int], list[int]] = {}
         for index, grid in enumerate(grids):
             by_grid.setdefault(grid, []).append(index)
-        out: list[torch.Tensor] = [features[0]] * len(clips)
+        out: list[torch.Tensor | None] = [None] * len(clips)
         for (rows, cols), members in by_grid.items():
             stacked = self._vision_tokens(torch.cat([features[i] for i in members]))
             shuffled = pixel_shuffle(
@@ -158,7 +158,7 @@ class OmniModel(nn.Module):
             )
             for i, part in zip(members, self.mlp1(shuffled).split([features[i].shape[0] for i in members])):
                 out[i] = part
-        return out
+        return out  # type: ignore[return-value]  (every index belongs to one grid)
 
     def audio_embeddings(
         self,

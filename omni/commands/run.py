@@ -176,8 +176,9 @@ def stream_answer(
     """
     from backbone import TextStreamer
 
-    on_gpu = getattr(model, "device", None) is not None and model.device.type == "cuda"
-    inputs = prepare_inputs(processor, messages, settings, device=model.device if on_gpu else None)
+    device = getattr(model, "device", None)
+    on_gpu = device is not None and device.type == "cuda"
+    inputs = prepare_inputs(processor, messages, settings, device=device if on_gpu else None)
     kwargs = settings.generation_kwargs()
     cancelled = threading.Event()
 
