@@ -28,7 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .attention import Attention
 from .cache import HybridCache, KVState, MambaState
 from .config import ATTENTION
-from .kernels import DISABLE_ENV
+from .kernels import DISABLE_ENV, decode_attention, experts_gemv, experts_gemv_usable, fast_paths_enabled
 from .mlp import relu2
 from .moe import RoutedExperts, grouped_mm_usable
 
@@ -53,10 +53,13 @@ def experts_capture_safe(
 ) -> torch.Tensor:
     """Routed experts without host synchronisation (same contract as `moe.experts_grouped`).
 
-    Tokens are sorted by expert; segment offsets come from `searchsorted` on the device. With
+    A few tokens run on the Triton gathered matrix-vector kernels where the fast paths are on. Otherwise
+    tokens are sorted by expert; segment offsets come from `searchsorted` on the device. With
     `torch._grouped_mm` usable all segments run in one grouped call, otherwise every routed row
     gathers its expert's matrices and runs a batched matrix-vector product.
     """
+    if experts_gemv_usable(x, indices, up_proj):
+        return experts_gemv(x, indices, weights, up_proj, down_proj)
     tokens, top_k = indices.shape
     num_experts = up_proj.shape[0]
     sorted_experts, order = torch.sort(indices.reshape(-1), stable=True)
@@ -101,7 +104,8 @@ def attention_step(
 
     The query heads sharing a key/value head are laid out as that head's query rows, so the masked
     attention needs neither `enable_gqa` nor expanded keys (the masked kernels would otherwise copy
-    the keys of every query head, which made batch-64 graph decoding slower than eager decoding).
+    the keys of every query head, which made batch-64 graph decoding slower than eager decoding). On the
+    fast paths a Triton split-key kernel reads only the written, unmasked keys.
     """
     batch = hidden.shape[0]
     kv_heads, dim = attention.num_kv_heads, attention.head_dim
@@ -110,8 +114,11 @@ def attention_step(
     k = attention.k_proj(hidden).view(batch, kv_heads, 1, dim)
     v = attention.v_proj(hidden).view(batch, kv_heads, 1, dim)
     keys, values = cache.append_kv(attention.layer_index, k, v)
-    with sdpa_kernel(_MASKED_BACKENDS) if hidden.is_cuda else contextlib.nullcontext():
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=dim**-0.5)
+    if fast_paths_enabled(q, keys):
+        out = decode_attention(q, keys, values, cache.key_mask, dim**-0.5)
+    else:
+        with sdpa_kernel(_MASKED_BACKENDS) if hidden.is_cuda else contextlib.nullcontext():
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=dim**-0.5)
     return attention.o_proj(out.reshape(batch, 1, attention.num_heads * dim))
 
 

@@ -12,6 +12,9 @@ to `config.time_step_limit` in both prefill and decode, which is faithful to the
 
 Padding: positions whose mask is 0 get xBC = 0 before and after the conv and dt = 0 in the scan, so
 they neither feed nor decay the state; a left-padded row therefore evolves exactly as the row alone.
+
+Decoding: on the fast paths (see `backbone.kernels`), an unpadded one-token step runs between in_proj
+and out_proj on three fused Triton kernels (`backbone.kernels.mamba_step_triton`) with the same math.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch import nn
 
 from .cache import MambaState
 from .config import HybridConfig
-from .kernels import ssd_chunked_auto, ssd_step_auto
+from .kernels import fast_paths_enabled, ssd_chunked_auto, ssd_step_auto
 from .norms import GatedGroupRMSNorm
 
 
@@ -98,6 +101,18 @@ class Mamba2Mixer(nn.Module):
             dt = dt.clamp(min=low, max=high)
         return dt
 
+    def _fused_step_usable(self, hidden: torch.Tensor, state: MambaState) -> bool:
+        """Whether a one-token step may run on the fused Triton decode kernels."""
+        return state.ssm.dtype == torch.float32 and fast_paths_enabled(
+            hidden,
+            self.in_proj.weight,
+            self.conv1d.weight,
+            self.dt_bias,
+            self.A_log,
+            self.D,
+            self.norm.weight,
+        )
+
     def forward(
         self,
         hidden: torch.Tensor,
@@ -106,6 +121,15 @@ class Mamba2Mixer(nn.Module):
     ) -> torch.Tensor:
         """hidden [B, L, d]; token_mask [B, L] (1 = real token) or None; state to continue from / update."""
         batch, length, _ = hidden.shape
+        if (
+            state is not None
+            and length == 1
+            and token_mask is None
+            and self._fused_step_usable(hidden, state)
+        ):
+            from .kernels.mamba_step_triton import mamba_decode_step
+
+            return mamba_decode_step(self, hidden, state)
         gate, xbc, dt_raw = self.in_proj(hidden).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
         mask = token_mask[..., None].to(xbc.dtype) if token_mask is not None else None
         if mask is not None:

@@ -9,6 +9,8 @@ Output: fc2_latent(sum_k w_k expert_k(fc1_latent(x))) + shared_expert(x); the la
 identities unless `moe_latent_size` is set. Experts are squared-ReLU MLPs held stacked as
 `up_proj [E, I, in]` and `down_proj [E, in, I]`; tokens are sorted by expert and each expert runs one
 matmul pair on its contiguous segment (`torch._grouped_mm` does all segments at once where usable).
+On CUDA, a few tokens (decoding) skip the sort: Triton kernels stream each chosen expert's matrices
+(`backbone.kernels.moe_triton`), and the router runs on two Triton kernels (`router_triton`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import HybridConfig
+from .kernels import experts_gemv, experts_gemv_usable, fast_paths_enabled
 from .mlp import ReLU2MLP, relu2
 
 EXPERT_BACKENDS = ("auto", "grouped_mm", "segments", "loop")
@@ -52,7 +55,23 @@ class TopKRouter(nn.Module):
         return self
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden [T, d] -> (weights [T, k] fp32, expert indices [T, k])."""
+        """hidden [T, d] -> (weights [T, k] fp32, expert indices [T, k] int64).
+
+        A few tokens (decode) without group-limited selection run on the Triton kernels where the fast
+        paths are enabled.
+        """
+        if fast_paths_enabled(hidden, self.weight):
+            from .kernels.router_triton import router_triton, router_usable
+
+            if router_usable(hidden, self.top_k, self.n_group, self.topk_group):
+                return router_triton(
+                    hidden,
+                    self.weight,
+                    self.e_score_correction_bias,
+                    self.top_k,
+                    self.norm_topk_prob,
+                    self.scaling,
+                )
         scores = F.linear(hidden.float(), self.weight.float()).sigmoid()
         choice = scores + self.e_score_correction_bias.float()
         if self.topk_group < self.n_group:
@@ -157,6 +176,8 @@ class RoutedExperts(nn.Module):
             raise ValueError(f"experts backend {self.backend!r} is not one of {EXPERT_BACKENDS}")
         if self.backend == "loop":
             return experts_loop(x, indices, weights, self.up_proj, self.down_proj)
+        if self.backend == "auto" and experts_gemv_usable(x, indices, self.up_proj):
+            return experts_gemv(x, indices, weights, self.up_proj, self.down_proj)
         if self.backend == "grouped_mm":
             use_grouped = True
         elif self.backend == "auto":

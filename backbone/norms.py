@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import fast_paths_enabled
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm: statistics, scaling and the weight product in fp32, result in the input dtype."""
@@ -16,6 +18,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if fast_paths_enabled(hidden, self.weight):
+            from .kernels.norm_triton import rms_norm_triton, rms_norm_usable
+
+            if rms_norm_usable(hidden, self.weight):
+                return rms_norm_triton(hidden, self.weight, self.eps)
         x = hidden.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return (self.weight.float() * x).to(hidden.dtype)

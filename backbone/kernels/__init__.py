@@ -15,6 +15,8 @@ import torch
 from ..ssd import ssd_chunked, ssd_step
 
 DISABLE_ENV = "OMNI_DISABLE_FAST_PATHS"
+# Routed rows (tokens x top_k) up to which the experts run as gathered matrix-vector products.
+EXPERTS_GEMV_MAX_ROWS = 64
 
 
 @lru_cache(maxsize=1)
@@ -71,3 +73,30 @@ def ssd_step_auto(
 
         return ssd_step_triton(state, x, dt, A, B, C, D)
     return ssd_step(state, x, dt, A, B, C, D)
+
+
+def experts_gemv_usable(x: torch.Tensor, indices: torch.Tensor, up_proj: torch.Tensor) -> bool:
+    """Whether the routed experts of these few tokens should run on `moe_triton.experts_gemv_triton`."""
+    return indices.numel() <= EXPERTS_GEMV_MAX_ROWS and fast_paths_enabled(x, up_proj)
+
+
+def experts_gemv(
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    weights: torch.Tensor,
+    up_proj: torch.Tensor,
+    down_proj: torch.Tensor,
+) -> torch.Tensor:
+    """`moe_triton.experts_gemv_triton` (import deferred so CPU-only installs never load Triton)."""
+    from .moe_triton import experts_gemv_triton
+
+    return experts_gemv_triton(x, indices, weights, up_proj, down_proj)
+
+
+def decode_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_mask: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """`decode_attention_triton.decode_attention_triton` (import deferred, as above)."""
+    from .decode_attention_triton import decode_attention_triton
+
+    return decode_attention_triton(q, keys, values, key_mask, scale)

@@ -1,0 +1,53 @@
+"""Worker run in a subprocess by test_moe_interpreted.py: the Triton expert kernels under Triton's CPU
+interpreter against `backbone.moe.experts_loop`; prints one JSON object {case: relative error}."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+
+from backbone.kernels.moe_triton import experts_gemv_triton  # noqa: E402
+from backbone.moe import experts_loop  # noqa: E402
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+
+
+def case(
+    tokens: int, top_k: int, experts: int, width: int, inner: int, dtype: torch.dtype, seed: int
+) -> float:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, width, generator=g).to(dtype)
+    up = (torch.randn(experts, inner, width, generator=g) / width**0.5).to(dtype)
+    down = (torch.randn(experts, width, inner, generator=g) / inner**0.5).to(dtype)
+    indices = torch.stack([torch.randperm(experts, generator=g)[:top_k] for _ in range(tokens)])
+    weights = torch.rand(tokens, top_k, generator=g)
+    out = experts_gemv_triton(x, indices, weights, up, down, block_up=8, block_down=4)
+    ref = experts_loop(x.float(), indices, weights, up.float(), down.float())
+    assert out.dtype == dtype and out.shape == ref.shape
+    return rel_err(out, ref)
+
+
+def main() -> None:
+    results = {
+        "one_token": case(1, 2, 8, 24, 20, torch.float32, 0),
+        "odd_sizes": case(3, 3, 5, 37, 19, torch.float32, 1),  # widths off every block size
+        "shared_expert": case(4, 4, 4, 16, 16, torch.float32, 2),  # every expert used by several rows
+        "bf16": case(2, 2, 6, 32, 24, torch.bfloat16, 3),
+    }
+    g = torch.Generator().manual_seed(4)  # a strided input row (a view into a wider buffer)
+    x = torch.randn(2, 40, generator=g)[:, 3:35]
+    up, down = torch.randn(3, 12, 32, generator=g), torch.randn(3, 32, 12, generator=g)
+    indices, weights = torch.tensor([[0, 2], [1, 0]]), torch.rand(2, 2, generator=g)
+    out = experts_gemv_triton(x, indices, weights, up, down, block_up=8, block_down=4)
+    results["strided_input"] = rel_err(out, experts_loop(x, indices, weights, up, down))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

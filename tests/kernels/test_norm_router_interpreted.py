@@ -1,0 +1,91 @@
+"""The Triton RMSNorm and router kernels against `RMSNorm` / `TopKRouter` under Triton's CPU interpreter.
+
+All cases run once, in a subprocess (`norm_router_cases.py`), because TRITON_INTERPRET only takes effect
+when set before triton is first imported; each test below checks its own cases' numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parents[2]
+NORM_SHAPES = ["one_row", "rows_odd", "wide"]
+ROUTER_SHAPES = ["tiny_k2", "tiny_k4_one", "odd", "groups_all_kept", "real"]
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, float]:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("norm_router_cases.py"))],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+def test_rms_norm_fp32_matches_reference(results, shape):
+    key = f"norm/{shape}/float32"
+    assert results[key] <= 1e-6, (key, results[key])
+    assert results[key + "/vs_fp32"] <= 1e-6
+    assert results[key + "/dtype_shape"] == 1.0
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+def test_rms_norm_bf16_within_one_ulp(results, shape):
+    """The interpreter truncates fp32 -> bf16 (the GPU rounds to nearest, as torch does): one bf16 ulp."""
+    key = f"norm/{shape}/bfloat16"
+    assert results[key + "/ulps"] <= 1.0, (key, results[key + "/ulps"])
+    assert results[key + "/vs_fp32"] <= 2**-7
+    assert results[key + "/dtype_shape"] == 1.0
+
+
+def test_rms_norm_strided_inputs_and_limits(results):
+    assert results["norm/strided_rows"] <= 1e-6
+    assert results["norm/transposed"] <= 1e-6
+    assert results["norm/usable_limits"] == 1.0
+
+
+@pytest.mark.parametrize("shape", ROUTER_SHAPES)
+@pytest.mark.parametrize("normalise", ["norm", "raw"])
+def test_router_matches_reference(results, shape, normalise):
+    key = f"router/{shape}/{normalise}"
+    assert results[key + "/same_indices"] == 1.0, key
+    assert results[key + "/weights"] <= 1e-5, (key, results[key + "/weights"])
+    assert results[key + "/order"] == 1.0
+    assert results[key + "/dtypes"] == 1.0
+
+
+def test_router_bf16_operands(results):
+    assert results["router/bf16/kept_dtypes"] == 1.0
+    assert results["router/bf16/same_indices"] == 1.0
+    assert results["router/bf16/weights"] <= 1e-5
+    assert results["router/bf16/dtypes"] == 1.0
+
+
+def test_router_orders_negative_scores(results):
+    assert results["router/negative/same_indices"] == 1.0
+    assert results["router/negative/order"] == 1.0
+    assert results["router/negative/weights"] <= 1e-5
+
+
+def test_router_ties_pick_the_lowest_index(results):
+    assert results["router/ties"] == 1.0
+    assert results["router/ties/weights"] <= 1e-6
+
+
+def test_router_usable_only_for_decode_without_groups(results):
+    assert results["router/usable"] == 1.0
