@@ -105,7 +105,7 @@ def attention_step(
     The query heads sharing a key/value head are laid out as that head's query rows, so the masked
     attention needs neither `enable_gqa` nor expanded keys (the masked kernels would otherwise copy
     the keys of every query head, which made batch-64 graph decoding slower than eager decoding). On the
-    fast paths a Triton split-key kernel reads only the written, unmasked keys.
+    fast paths (16-bit models) a Triton split-key kernel reads only the written, unmasked keys.
     """
     batch = hidden.shape[0]
     kv_heads, dim = attention.num_kv_heads, attention.head_dim
@@ -114,7 +114,7 @@ def attention_step(
     k = attention.k_proj(hidden).view(batch, kv_heads, 1, dim)
     v = attention.v_proj(hidden).view(batch, kv_heads, 1, dim)
     keys, values = cache.append_kv(attention.layer_index, k, v)
-    if fast_paths_enabled(q, keys):
+    if q.dtype in (torch.bfloat16, torch.float16) and fast_paths_enabled(q, keys):
         out = decode_attention(q, keys, values, cache.key_mask, dim**-0.5)
     else:
         with sdpa_kernel(_MASKED_BACKENDS) if hidden.is_cuda else contextlib.nullcontext():

@@ -27,6 +27,7 @@ def _split_kernel(
     sm_b,
     GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr,
     SPLIT: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid_bh = tl.program_id(0)
     split = tl.program_id(1)
@@ -40,8 +41,7 @@ def _split_kernel(
         q_ptr + b * sq_b + h * sq_h + offs_g[:, None] * sq_g + offs_d[None, :],
         mask=mask_g[:, None] & mask_d[None, :],
         other=0.0,
-    ).to(tl.float32)
-    q = q * scale
+    )
     m = tl.full([BLOCK_G], -float("inf"), dtype=tl.float32)
     denom = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
@@ -52,8 +52,9 @@ def _split_kernel(
         kv_mask = valid[:, None] & mask_d[None, :]
         k = tl.load(
             k_ptr + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=kv_mask, other=0.0
-        ).to(tl.float32)
-        scores = tl.dot(q, tl.trans(k), input_precision="ieee")  # [G, BLOCK_N]
+        )
+        # 16-bit operands: tensor-core products, exact in the fp32 accumulator
+        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [G, BLOCK_N]
         scores = tl.where(valid[None, :], scores, -float("inf"))
         new_m = tl.maximum(m, tl.max(scores, axis=1))
         # rows that have seen no valid key yet keep m = -inf: shift by 0 there to avoid inf - inf
@@ -62,8 +63,9 @@ def _split_kernel(
         correction = tl.exp(m - shift)
         v = tl.load(
             v_ptr + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=kv_mask, other=0.0
-        ).to(tl.float32)
-        acc = acc * correction[:, None] + tl.dot(p, v, input_precision="ieee")
+        )
+        # probabilities in the values' dtype for the second product, as flash attention does
+        acc = acc * correction[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         denom = denom * correction + tl.sum(p, axis=1)
         m = new_m
     base = (pid_bh * SPLITS + split) * BLOCK_G
@@ -106,7 +108,8 @@ def decode_attention_triton(
 
     q [B, kv_heads, G, D] (the G query heads sharing each key/value head), keys / values
     [B, kv_heads, capacity, D] (last dim contiguous), key_mask [B, capacity] bool (True: attend).
-    Returns [B, kv_heads, G, D] in q's dtype, the same as masked softmax attention.
+    Returns [B, kv_heads, G, D] in q's dtype, the same as masked softmax attention. Built for 16-bit
+    inputs (tensor-core products); fp32 inputs get exact but slow fp32 products.
     """
     batch, kv_heads, groups, dim = q.shape
     capacity = keys.shape[2]
@@ -128,7 +131,8 @@ def decode_attention_triton(
         values.stride(0), values.stride(1), values.stride(2),
         mask.stride(0),
         GROUPS=groups, HEAD_DIM=dim, SPLITS=splits, SPLIT=_SPLIT,
-        BLOCK_G=block_g, BLOCK_N=_BLOCK_N, BLOCK_D=block_d, num_warps=4,
+        BLOCK_G=block_g, BLOCK_N=_BLOCK_N, BLOCK_D=block_d,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4,
     )  # fmt: skip
     out = torch.empty(batch, kv_heads, groups, dim, dtype=q.dtype, device=q.device)
     _merge_kernel[(batch * kv_heads,)](

@@ -15,7 +15,13 @@ from backbone.kernels.decode_attention_triton import decode_attention_triton  # 
 
 
 def case(
-    batch: int, kv_heads: int, groups: int, dim: int, capacity: int, valid: list[slice], seed: int
+    batch: int,
+    kv_heads: int,
+    groups: int,
+    dim: int,
+    capacity: int,
+    valid: list[slice],
+    seed: int,
 ) -> float:
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, kv_heads, groups, dim, generator=g)
@@ -28,9 +34,13 @@ def case(
     values[~mask[:, None, :, None].expand_as(values)] = float("nan")
     out = decode_attention_triton(q, keys, values, mask, dim**-0.5)
     ref = F.scaled_dot_product_attention(
-        q, keys.nan_to_num(), values.nan_to_num(), attn_mask=mask[:, None, None, :], scale=dim**-0.5
+        q.float(),
+        keys.float().nan_to_num(),
+        values.float().nan_to_num(),
+        attn_mask=mask[:, None, None, :],
+        scale=dim**-0.5,
     )
-    return ((out - ref).abs().max() / ref.abs().max()).item()
+    return ((out.float() - ref).abs().max() / ref.abs().max()).item()
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The Triton one-token attention (graph decoding) against masked softmax attention, under Triton's CPU
 interpreter at tiny sizes. The cases run in a subprocess (`attention_cases.py`): TRITON_INTERPRET only
-takes effect when set before triton is first imported."""
+takes effect when set before triton is first imported. fp32 only: the interpreter does not evaluate
+16-bit `tl.dot` (tests/kernels/test_gpu_decode_attention.py covers bf16 on a GPU)."""
 
 from __future__ import annotations
 
