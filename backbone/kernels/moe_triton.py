@@ -85,7 +85,7 @@ def experts_gemv_triton(
     up_proj: torch.Tensor,
     down_proj: torch.Tensor,
     block_up: int = 16,
-    block_down: int = 8,
+    block_down: int = 4,
 ) -> torch.Tensor:
     """Routed experts of a few tokens (same contract as `backbone.moe.experts_grouped`).
 
@@ -99,14 +99,16 @@ def experts_gemv_triton(
     ids = indices.reshape(-1)
     scales = weights.reshape(-1).float()
     hidden = torch.empty(tokens * top_k, inner, dtype=torch.float32, device=x.device)
-    block_k = min(256, triton.next_power_of_2(width))
+    # Tiles from a sweep on an H200 at the released shapes (1 and 8 tokens): 16 x 128 for up,
+    # 4 x 512 for down (29 us against 41 us for 8 x 256 at one token).
+    block_k = min(128, triton.next_power_of_2(width))
     _expert_up_kernel[(tokens * top_k, triton.cdiv(inner, block_up))](
         x, ids, up_proj, hidden,
         x.stride(0), *up_proj.stride(),
         TOP_K=top_k, WIDTH=width, INNER=inner, BLOCK_I=block_up, BLOCK_K=block_k, num_warps=4,
     )  # fmt: skip
     out = torch.empty(tokens, width, dtype=x.dtype, device=x.device)
-    block_i = min(256, triton.next_power_of_2(inner))
+    block_i = min(512, triton.next_power_of_2(inner))
     _expert_down_kernel[(tokens, triton.cdiv(width, block_down))](
         hidden, ids, scales, down_proj, out,
         *down_proj.stride(), out.stride(0),
