@@ -1,7 +1,9 @@
 """Writers for the generated media: PNG and one-page PDF images, 16-bit WAV, MP4 (+ audio track).
 
-The writers are deterministic (same input, same bytes): no timestamps in PDF metadata and
-single-threaded video encoding (x264's output otherwise depends on the thread count).
+The writers are deterministic (same input, same bytes): no timestamps in PDF metadata,
+single-threaded video encoding (x264's output otherwise depends on the thread count), and frames
+converted to YUV 4:2:0 here in integer arithmetic (PyAV 18's own RGB conversion gave different bytes
+for the same frames from one call to the next).
 """
 
 from __future__ import annotations
@@ -89,6 +91,24 @@ def audio_codec() -> str:
     raise RuntimeError(f"PyAV offers none of the audio encoders {AUDIO_CODECS}")
 
 
+def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB (H, W even) -> the ``[3H/2, W]`` planar yuv420p layout PyAV takes.
+
+    BT.601 limited range in the usual 8-bit fixed-point form; chroma of each 2x2 block from its
+    averaged colour. Integer arithmetic, so the result is the same on every machine.
+    """
+    rgb = image.astype(np.int32)
+    height, width, _ = rgb.shape
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    block = rgb.reshape(height // 2, 2, width // 2, 2, 3).sum(axis=(1, 3))  # 4x the block mean
+    r, g, b = block[..., 0], block[..., 1], block[..., 2]
+    u = ((-38 * r - 74 * g + 112 * b + 512) >> 10) + 128
+    v = ((112 * r - 94 * g - 18 * b + 512) >> 10) + 128
+    planes = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)])
+    return np.clip(planes, 0, 255).astype(np.uint8).reshape(height * 3 // 2, width)
+
+
 def write_mp4(
     frames: np.ndarray,
     fps: float,
@@ -124,9 +144,7 @@ def write_mp4(
             sound = container.add_stream(audio_codec_name or audio_codec(), rate=int(sample_rate))
             sound.layout = "mono"
         for image in frames:
-            container.mux(
-                video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24"))
-            )
+            container.mux(video.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(image), format="yuv420p")))
         container.mux(video.encode(None))
         if sound is not None:
             samples = np.clip(np.asarray(audio, dtype=np.float32).reshape(1, -1), -1.0, 1.0)
