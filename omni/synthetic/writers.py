@@ -1,9 +1,9 @@
 """Writers for the generated media: PNG and one-page PDF images, 16-bit WAV, MP4 (+ audio track).
 
-The writers are deterministic (same input, same bytes): no timestamps in PDF metadata,
-single-threaded video encoding (x264's output otherwise depends on the thread count), and frames
-converted to YUV 4:2:0 here in integer arithmetic (PyAV 18's own RGB conversion gave different bytes
-for the same frames from one call to the next).
+The writers are deterministic: PNG, PDF (no timestamps in its metadata) and WAV give the same bytes for
+the same input. MP4 gives the same decoded frames: they are converted to YUV 4:2:0 here in integer
+arithmetic (PyAV 18's own RGB conversion varied from one call to the next) and encoded losslessly, since
+x264, even single-threaded, did not always give the same bytes twice in one process.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from PIL import Image
 
 VIDEO_CODECS: tuple[str, ...] = ("libx264", "mpeg4")  # in order of preference
 AUDIO_CODECS: tuple[str, ...] = ("aac", "libmp3lame", "mp3", "libopus")
-# libx264: near-transparent quality, one thread (deterministic bytes). mpeg4: fixed quantiser 2, which
+# libx264: lossless (the frames decode exactly as written), one thread. mpeg4: fixed quantiser 2, which
 # FFmpeg takes as global_quality in lambda units (2 * FF_QP2LAMBDA = 236) with the qscale flag.
 _VIDEO_OPTIONS = {
-    "libx264": {"crf": "18", "preset": "medium", "threads": "1"},
+    "libx264": {"qp": "0", "preset": "medium", "threads": "1"},
     "mpeg4": {"flags": "+qscale", "global_quality": "236", "threads": "1"},
 }
 
