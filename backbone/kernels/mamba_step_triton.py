@@ -5,8 +5,9 @@ layer; here it is three, each reading the mixer's split views of the in_proj out
 
 1. `conv_step_silu`: the causal depthwise conv over the stored K-1 inputs and the new one, plus bias and
    SiLU, in fp32; the conv state is shifted by one and the new input appended, in place.
-2. `ssd_step_discretized`: dt = softplus(dt_raw + dt_bias) (limited to `time_step_limit`), A = -exp(A_log)
-   and the SSD recurrence step with the skip D, updating the fp32 SSM state in place.
+2. `ssd_step_discretized`: the SSD step kernel of `ssd_triton` forming dt = softplus(dt_raw + dt_bias)
+   (limited to `time_step_limit`) and A = -exp(A_log) itself,
+   then the recurrence step with the skip D, updating the fp32 SSM state in place.
 3. `gated_group_rmsnorm`: y * silu(gate), RMS-normalised per group of channels, times the weight.
 
 All arithmetic is fp32 and follows the reference's order of operations; no step synchronises with the
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING
 import torch
 import triton
 import triton.language as tl
+
+from .ssd_triton import _ssd_step_kernel
 
 if TYPE_CHECKING:
     from ..cache import MambaState
@@ -65,52 +68,6 @@ def _conv_step_silu_kernel(
     later = tl.load(state_row + (col + 1) * ss_k, mask=mask_c[:, None] & (col + 1 < K - 1), other=0.0)
     shifted = tl.where(col == K - 2, x[:, None], later.to(x.dtype))
     tl.store(state_row + col * ss_k, shifted.to(state_ptr.dtype.element_ty), mask=in_state)
-
-
-@triton.jit
-def _ssd_step_discretized_kernel(
-    state_ptr, x_ptr, dt_ptr, dt_bias_ptr, A_log_ptr, B_ptr, C_ptr, D_ptr, y_ptr,
-    heads, heads_per_group, head_dim, dstate, dt_low, dt_high,
-    ss_b, ss_h, ss_p, ss_n,
-    sx_b, sx_h, sx_p,
-    sdt_b, sdt_h,
-    sB_b, sB_g, sB_n,
-    sC_b, sC_g, sC_n,
-    HAS_LIMIT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
-    b = pid_bh // heads
-    h = pid_bh % heads
-    g = h // heads_per_group
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_p = offs_p < head_dim
-    mask_n = offs_n < dstate
-
-    # dt = softplus(dt_raw + dt_bias) with torch's threshold (x > 20 -> x); log1p(u) evaluated as
-    # log(1 + u) * u / ((1 + u) - 1), which keeps full precision for small u.
-    v = tl.load(dt_ptr + b * sdt_b + h * sdt_h).to(tl.float32) + tl.load(dt_bias_ptr + h).to(tl.float32)
-    u = tl.exp(tl.minimum(v, 20.0))
-    w = 1.0 + u
-    d = w - 1.0
-    log1p = tl.where(d == 0.0, u, tl.log(w) * (u / tl.where(d == 0.0, 1.0, d)))
-    dt = tl.where(v > 20.0, v, log1p)
-    if HAS_LIMIT:
-        dt = tl.minimum(tl.maximum(dt, dt_low), dt_high)
-    A = -tl.exp(tl.load(A_log_ptr + h).to(tl.float32))
-
-    x = tl.load(x_ptr + b * sx_b + h * sx_h + offs_p * sx_p, mask=mask_p, other=0.0).to(tl.float32)
-    Bv = tl.load(B_ptr + b * sB_b + g * sB_g + offs_n * sB_n, mask=mask_n, other=0.0).to(tl.float32)
-    Cv = tl.load(C_ptr + b * sC_b + g * sC_g + offs_n * sC_n, mask=mask_n, other=0.0).to(tl.float32)
-
-    offs = b * ss_b + h * ss_h + offs_p[:, None] * ss_p + offs_n[None, :] * ss_n
-    smask = mask_p[:, None] & mask_n[None, :]
-    state = tl.load(state_ptr + offs, mask=smask, other=0.0)
-    state = state * tl.exp(dt * A) + (x * dt)[:, None] * Bv[None, :]
-    tl.store(state_ptr + offs, state, mask=smask)
-    y = tl.sum(state * Cv[None, :], axis=1) + tl.load(D_ptr + h).to(tl.float32) * x
-    tl.store(y_ptr + (b * heads + h) * head_dim + offs_p, y, mask=mask_p)
 
 
 @triton.jit
@@ -176,12 +133,12 @@ def ssd_step_discretized(
     block_n = triton.next_power_of_2(dstate)
     block_p = min(triton.next_power_of_2(head_dim), max(1, _SSD_TILE // block_n))
     grid = (batch * heads, triton.cdiv(head_dim, block_p))
-    _ssd_step_discretized_kernel[grid](
+    _ssd_step_kernel[grid](
         state, x, dt_raw, dt_bias, A_log, B, C, D, y,
         heads, heads // groups, head_dim, dstate, float(low), float(min(high, 3.0e38)),
         *state.stride(), *x.stride(), *dt_raw.stride(), *B.stride(), *C.stride(),
-        HAS_LIMIT=low > 0.0 or high < math.inf, BLOCK_P=block_p, BLOCK_N=block_n,
-        num_warps=4,
+        HAS_D=True, DISCRETIZE=True, HAS_LIMIT=low > 0.0 or high < math.inf, BLOCK_P=block_p,
+        BLOCK_N=block_n, num_warps=4,
     )  # fmt: skip
     return y
 

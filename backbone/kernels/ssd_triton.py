@@ -107,15 +107,18 @@ def _ssd_chunk_scan_kernel(
 
 @triton.jit
 def _ssd_step_kernel(
-    state_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr,
-    heads, heads_per_group, head_dim, dstate,
+    state_ptr, x_ptr, dt_ptr, dt_bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr,
+    heads, heads_per_group, head_dim, dstate, dt_low, dt_high,
     ss_b, ss_h, ss_p, ss_n,
     sx_b, sx_h, sx_p,
     sdt_b, sdt_h,
     sB_b, sB_g, sB_n,
     sC_b, sC_g, sC_n,
-    HAS_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_D: tl.constexpr, DISCRETIZE: tl.constexpr, HAS_LIMIT: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
+    # One recurrence step. With DISCRETIZE, dt_ptr holds raw dt and A_ptr A_log: dt = softplus(dt +
+    # dt_bias) (clamped with HAS_LIMIT) and A = -exp(A_log) are formed here; otherwise both are final.
     pid_bh = tl.program_id(0)
     pid_p = tl.program_id(1)
     b = pid_bh // heads
@@ -128,6 +131,18 @@ def _ssd_step_kernel(
 
     dt = tl.load(dt_ptr + b * sdt_b + h * sdt_h).to(tl.float32)
     A = tl.load(A_ptr + h).to(tl.float32)
+    if DISCRETIZE:
+        # softplus with torch's threshold (x > 20 -> x); log1p(u) evaluated as
+        # log(1 + u) * u / ((1 + u) - 1), which keeps full precision for small u.
+        v = dt + tl.load(dt_bias_ptr + h).to(tl.float32)
+        u = tl.exp(tl.minimum(v, 20.0))
+        w = 1.0 + u
+        d = w - 1.0
+        log1p = tl.where(d == 0.0, u, tl.log(w) * (u / tl.where(d == 0.0, 1.0, d)))
+        dt = tl.where(v > 20.0, v, log1p)
+        if HAS_LIMIT:
+            dt = tl.minimum(tl.maximum(dt, dt_low), dt_high)
+        A = -tl.exp(A)
     x = tl.load(x_ptr + b * sx_b + h * sx_h + offs_p * sx_p, mask=mask_p, other=0.0).to(tl.float32)
     Bv = tl.load(B_ptr + b * sB_b + g * sB_g + offs_n * sB_n, mask=mask_n, other=0.0).to(tl.float32)
     Cv = tl.load(C_ptr + b * sC_b + g * sC_g + offs_n * sC_n, mask=mask_n, other=0.0).to(tl.float32)
@@ -208,10 +223,10 @@ def ssd_step_triton(
     block_p = min(triton.next_power_of_2(head_dim), max(1, 4096 // block_n))
     grid = (batch * heads, triton.cdiv(head_dim, block_p))
     _ssd_step_kernel[grid](
-        state, x, dt, A, B, C, D if D is not None else A, y,
-        heads, heads // groups, head_dim, dstate,
+        state, x, dt, dt, A, B, C, D if D is not None else A, y,
+        heads, heads // groups, head_dim, dstate, 0.0, 0.0,
         *state.stride(), *x.stride(), *dt.stride(), *B.stride(), *C.stride(),
-        HAS_D=D is not None, BLOCK_P=block_p, BLOCK_N=block_n,
+        HAS_D=D is not None, DISCRETIZE=False, HAS_LIMIT=False, BLOCK_P=block_p, BLOCK_N=block_n,
         num_warps=4,
     )  # fmt: skip
     return y

@@ -9,34 +9,15 @@ last place: bf16 cases get the looser tolerance.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("triton")
 
-ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-4
 BF16_TOLERANCE = 1e-2
 
 
-@pytest.fixture(scope="module")
-def results() -> dict[str, float]:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("mamba_step_cases.py"))],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout)
+WORKER = "mamba_step_cases.py"  # run by the `results` fixture of conftest.py
 
 
 @pytest.mark.parametrize("case", ["base", "nobias_limit", "odd", "k1"])

@@ -6,34 +6,15 @@ when set before triton is first imported; each test below checks its own cases' 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("triton")
 
-ROOT = Path(__file__).resolve().parents[2]
 NORM_SHAPES = ["one_row", "rows_odd", "wide"]
 ROUTER_SHAPES = ["tiny_k2", "tiny_k4_one", "odd", "groups_all_kept", "real"]
 
 
-@pytest.fixture(scope="module")
-def results() -> dict[str, float]:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("norm_router_cases.py"))],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout)
+WORKER = "norm_router_cases.py"  # run by the `results` fixture of conftest.py
 
 
 @pytest.mark.parametrize("shape", NORM_SHAPES)

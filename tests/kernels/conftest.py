@@ -1,0 +1,27 @@
+"""The interpreted kernel tests' shared fixture: a module names its worker script (`WORKER`), which runs
+the Triton kernels on CPU tensors under TRITON_INTERPRET=1 in a subprocess and prints one JSON object of
+case -> number. A subprocess, because TRITON_INTERPRET only takes effect when set before triton is first
+imported, which a test process that already imported torch's Triton integration cannot guarantee."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def results(request: pytest.FixtureRequest) -> dict[str, float]:
+    worker = Path(request.module.__file__).with_name(request.module.WORKER)
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, str(worker)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout)
