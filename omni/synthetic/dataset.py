@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -76,15 +76,16 @@ def _build_one(job: tuple[Path, str, int, str, int, str]) -> dict[str, Any]:
 
 
 def _check_arguments(
-    tasks: list[str], n_per_task: int, seed: int, split: str, document_format: str, workers: int
+    tasks: list[str], counts: dict[str, int], seed: int, split: str, document_format: str, workers: int
 ) -> None:
     unknown = [task for task in tasks if task not in TASKS]
     if unknown:
         raise InputError(f"unknown synthetic task(s) {unknown}; known tasks: {', '.join(TASK_NAMES)}")
     if len(set(tasks)) != len(tasks):
         raise InputError(f"tasks must not repeat, got {tasks}")
-    if isinstance(n_per_task, bool) or not isinstance(n_per_task, int) or n_per_task < 0:
-        raise InputError(f"n_per_task must be a non-negative integer, got {n_per_task!r}")
+    for task, count in counts.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise InputError(f"n_per_task for {task} must be a non-negative integer, got {count!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer, got {seed!r}")
     if not isinstance(split, str) or not _SPLIT_NAME.match(split):
@@ -98,7 +99,7 @@ def _check_arguments(
 def build_dataset(
     out_dir: str | Path,
     tasks: str | Iterable[str] = TASK_NAMES,
-    n_per_task: int = 100,
+    n_per_task: int | Mapping[str, int] = 100,
     seed: int = 0,
     split: str = "train",
     document_format: str = "png",
@@ -110,17 +111,22 @@ def build_dataset(
     whose media path is relative to ``out_dir``. Samples are seeded per (seed, split, task, index),
     so a split is reproducible, independent of ``workers``, and never shares a seed with another
     split. Read-number pages are PNG images, or one-page PDFs with ``document_format="pdf"``.
-    Lines are ordered task by task, index by index.
+    Lines are ordered task by task, index by index. ``n_per_task`` may map tasks to their own counts
+    (a weighted mixture); its tasks are then the ones written.
     """
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    _check_arguments(tasks, n_per_task, seed, split, document_format, workers)
+    if isinstance(n_per_task, Mapping):
+        tasks, counts = list(n_per_task), dict(n_per_task)
+    else:
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        counts = dict.fromkeys(tasks, n_per_task)
+    _check_arguments(tasks, counts, seed, split, document_format, workers)
     out_dir = Path(out_dir)
     for task in tasks:
         (out_dir / "media" / split / task).mkdir(parents=True, exist_ok=True)
     jobs = [
         (out_dir, task, int(seed), split, index, document_format)
         for task in tasks
-        for index in range(n_per_task)
+        for index in range(counts[task])
     ]
     if workers == 1 or len(jobs) < 2:
         records = [_build_one(job) for job in jobs]

@@ -216,3 +216,22 @@ def test_the_same_video_decodes_to_the_same_frames_every_time(tmp_path: Path) ->
     for i, sample in enumerate([first, second, first, second, first]):
         decoded = _content(write_media(sample, tmp_path / str(i), "png"))
         assert decoded == b"".join(rgb_to_yuv420p(frame).tobytes() for frame in sample.media.frames)
+
+
+def test_counts_per_task_make_a_weighted_mixture(tmp_path: Path, capsys) -> None:
+    """`--counts` draws each task's samples as the uniform split would: the same seeds, fewer or more."""
+    assert (
+        main([str(tmp_path / "mix"), "--counts", "motion=2,beeps=1", "--seed", "3", "--split", "eval"]) == 0
+    )
+    assert "wrote 3 samples" in capsys.readouterr().out
+    lines = (tmp_path / "mix" / "eval.jsonl").read_text().splitlines()
+    assert [json.loads(line)["task"] for line in lines] == ["motion", "motion", "beeps"]
+    build_dataset(tmp_path / "even", tasks=["motion", "beeps"], n_per_task=2, seed=3, split="eval")
+    mixed, even = _files(tmp_path / "mix" / "media"), _files(tmp_path / "even" / "media")
+    assert len(mixed) == 3 and all(even[name] == digest for name, digest in mixed.items())
+
+
+@pytest.mark.parametrize("counts", ["motion=two", "motion", "motion=1,motion=2", "nope=1"])
+def test_bad_counts_are_a_clean_error(tmp_path: Path, capsys, counts: str) -> None:
+    assert main([str(tmp_path), "--counts", counts]) == 2
+    assert "error:" in capsys.readouterr().err
