@@ -7,7 +7,7 @@
 # 2. `omni finetune --init-config bundled-small --mode full` (`--model INIT` to continue a run; CUDA when
 #    present, bf16 autocast), saving the model to omni/bundled/small inside the package;
 # 3. `omni eval` on the held-out split (accuracy per task, also written as JSON).
-# The shipped weights: four runs of 7-7.6 minutes on one H100 (about 6,750 steps of 32), see the README:
+# The shipped weights: four runs of 7-7.6 minutes on one H100 (about 6,750 steps of 32), see the README,
 #   TIME_LIMIT=7 N_PER_TASK=5000 STEPS=100000 bash scripts/train_bundled.sh
 #   for s in 1 2 3; do INIT=omni/bundled/small DATA_SEED=$s SEED=$s LR=... TIME_LIMIT=7.5 N_PER_TASK=5000 \
 #     STEPS=100000 bash scripts/train_bundled.sh; done      # LR 1.5e-4, 1.2e-4, 1e-4
