@@ -1,5 +1,6 @@
-"""The shipped bundled model: within the size limit, the default of the commands, and right on the
-tasks it has learned (the two sound tasks, 100% of 200 held-out conversations each at release)."""
+"""The shipped bundled model: within the size limit, the default of the commands, and right on
+held-out conversations of every task (at release, of 200 held-out conversations per task: 94.5-100% on
+five tasks, 85% on read-number)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,28 @@ def test_bundled_model_is_the_package_default_and_fits():
     assert weights <= 50 * 1000**2
 
 
-def test_bundled_model_answers_the_sound_tasks_on_held_out_seeds(tmp_path, capsys):
+# right answers of 10 held-out conversations (seed 7) each task needs; the release scores, in this order,
+# 10, 10, 9, 10, 10, 9 (chance: 3 or fewer)
+MINIMUM_RIGHT = {
+    "beeps": 9,
+    "video-beeps": 9,
+    "motion": 8,
+    "shape-color": 9,
+    "shapes-count": 8,
+    "read-number": 7,
+}
+
+
+def test_bundled_model_answers_every_task_on_held_out_seeds(tmp_path, capsys):
     from omni.synthetic import build_dataset
 
-    build_dataset(tmp_path, n_per_task=6, seed=7, split="eval", tasks=["beeps", "video-beeps"])
+    build_dataset(tmp_path, n_per_task=10, seed=7, split="eval", tasks=list(MINIMUM_RIGHT))
     code = omni_main(
-        ["eval", "--data", str(tmp_path / "eval.jsonl"), "--dtype", "float32", "--batch-size", "6",
+        ["eval", "--data", str(tmp_path / "eval.jsonl"), "--dtype", "float32", "--batch-size", "10",
          "--num-workers", "0"]
     )  # fmt: skip
     assert code == 0
     table = capsys.readouterr().out
-    for task in ("beeps", "video-beeps"):
-        right = int(re.search(rf"^{task}\s+\d\.\d{{3}}\s+(\d+)/6$", table, re.M).group(1))
-        assert right >= 5, table
+    for task, minimum in MINIMUM_RIGHT.items():
+        right = int(re.search(rf"^{task}\s+\d\.\d{{3}}\s+(\d+)/10$", table, re.M).group(1))
+        assert right >= minimum, (task, table)
