@@ -145,3 +145,37 @@ def test_lm_flops_count_active_weights_and_causal_attention():
     assert ttft.lm_flops(dense, tokens=10) == 2 * (64 + 192) * 10 + head + 1760
     # router 4*8, 2 of 4 experts of 2*8*4 each, the shared expert 2*8*6
     assert ttft.lm_flops(moe, tokens=10) == 2 * (32 + 2 * 64 + 96) * 10 + head
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("case", ["image", "audio"])
+def test_profile_ttft_splits_the_time_by_tower_and_module_kind(case, tmp_path, capsys, one_thread):
+    profile_ttft = _script("profile_ttft")
+    result = profile_ttft.main(
+        ["--case", case, "--tiny", "--device", "cpu", "--json", str(tmp_path / "p.json")]
+    )
+    tower = "vision" if case == "image" else "audio"
+    ranges = result["ranges"]
+    for label in (
+        "lm: mamba",
+        "lm: moe",
+        "lm: attention",
+        "lm: head",
+        f"projector: {tower}",
+        f"{tower}: (rest)",
+    ):
+        assert ranges[label]["calls"] >= 1 and ranges[label]["seconds"] > 0, label
+    assert ranges["lm: mamba"]["calls"] == 4 and ranges["lm: moe"]["calls"] == 3  # the MEM*EMEM cut
+    assert not any(label.startswith("vision" if case == "audio" else "audio") for label in ranges)
+    assert result["floor_s"] > 0 and json.loads((tmp_path / "p.json").read_text())["case"] == result["case"]
+    assert "lm: mamba" in capsys.readouterr().out

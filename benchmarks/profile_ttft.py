@@ -1,0 +1,207 @@
+"""Where one time-to-first-token case spends its time: kernel time per module kind, and the top kernels.
+
+Builds the TTFT benchmark's model (`omni.bench.ttft`: full-size encoders and projectors, the language
+model cut to `--layers`, random bf16 weights) and one of its cases (`--case image|video|audio`, `--evs`),
+runs the first-token forward twice to warm up (kernels compiled, cuDNN plans built), then once under the
+profiler. Every part of every encoder or language-model block (attention, MLP, convolution module,
+Mamba-2 mixer, MoE ...) and the projectors and LM head carry a profiler range. The table sums, per
+(tower, module kind), the kernels launched inside those ranges and their GPU time. "(rest)" is the
+tower's time outside them: embeddings, position tables, EVS, padding and packing.
+The floor column is the case's FLOPs / the bf16 matmul rate measured in the same run
+(as in `omni bench ttft`), for the whole case only.
+
+Run: PYTHONPATH=. python benchmarks/profile_ttft.py --case audio [--layers MEM*EMEM] [--json out.json]
+Smoke run on the CPU (times are CPU times): ... --tiny --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from omni.bench.common import format_table, matmul_rate, write_json
+from omni.bench.ttft import build_ours, cases, first_token, input_sizes, lm_flops, omni_config
+
+PREFIX = "omni::"
+TOWERS = {"vision_model": "vision", "sound_encoder": "audio", "language_model": "lm"}
+
+
+def _tower(name: str) -> str:
+    return TOWERS.get(name.split(".", 1)[0], "other")
+
+
+def ranges(model: nn.Module) -> dict[nn.Module, str]:
+    """The modules that get a profiler range and its label ``tower: kind``: each part of each block of a
+    ``ModuleList``, the projectors, the LM head, and each tower as a whole (``tower: (all)``)."""
+    labels: dict[nn.Module, str] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                for part in block.children():
+                    kind = getattr(block, "kind", None) if part is getattr(block, "mixer", None) else None
+                    labels[part] = f"{_tower(name)}: {kind or type(part).__name__}"
+    labels[model.mlp1] = "projector: vision"
+    labels[model.sound_projection] = "projector: audio"
+    head = model.language_model.get_output_embeddings()
+    labels[head] = "lm: head"
+    for name in ("sound_encoder", "language_model"):
+        labels[getattr(model, name)] = f"{TOWERS[name]}: (all)"
+    return labels
+
+
+# called as methods, not through ``forward``: wrapped instead of hooked
+METHODS = {"vision_model": ("encode_images", "encode_videos")}
+
+
+@contextmanager
+def annotated(model: nn.Module) -> Iterator[None]:
+    """A profiler range around every call of each module `ranges` labels, and of the towers' methods."""
+    labels = ranges(model)
+    open_ranges: dict[int, list[Any]] = defaultdict(list)
+
+    def enter(module: nn.Module, _args: Any) -> None:
+        scope = record_function(PREFIX + labels[module])
+        scope.__enter__()
+        open_ranges[id(module)].append(scope)
+
+    def leave(module: nn.Module, _args: Any, _out: Any) -> None:
+        open_ranges[id(module)].pop().__exit__(None, None, None)
+
+    def wrapped(method: Any, label: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with record_function(PREFIX + label):
+                return method(*args, **kwargs)
+
+        return call
+
+    handles = []
+    for module in labels:
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+    patched = []
+    for name, methods in METHODS.items():
+        tower = getattr(model, name)
+        for method in methods:
+            setattr(tower, method, wrapped(getattr(tower, method), f"{TOWERS[name]}: (all)"))
+            patched.append((tower, method))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for tower, method in patched:
+            delattr(tower, method)  # the instance attribute goes; the class's method shows again
+
+
+def _kernels(event: Any) -> int:
+    return len(event.kernels) + sum(_kernels(child) for child in event.cpu_children)
+
+
+def per_range(events: list, on_gpu: bool) -> dict[str, list[float]]:
+    """``label -> [calls, kernels, seconds]`` summed over the labelled ranges' events (GPU time of the
+    kernels launched inside on CUDA, CPU time otherwise)."""
+    table: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    for event in events:
+        if not event.name.startswith(PREFIX) or event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        row = table[event.name[len(PREFIX) :]]
+        row[0] += 1
+        row[1] += _kernels(event)
+        row[2] += (event.device_time_total if on_gpu else event.cpu_time_total) / 1e6
+    return table
+
+
+def with_rest(table: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each tower's ``(all)`` row replaced by ``(rest)``: its time outside its labelled parts."""
+    out = {label: row for label, row in table.items() if not label.endswith("(all)")}
+    for label, row in table.items():
+        if label.endswith("(all)"):
+            tower = label.split(":")[0]
+            parts = [r for name, r in out.items() if name.startswith(tower + ":")]
+            out[f"{tower}: (rest)"] = [
+                row[0],
+                row[1] - sum(r[1] for r in parts),
+                row[2] - sum(r[2] for r in parts),
+            ]
+    return out
+
+
+def top_kernels(events: list, count: int) -> list[tuple[str, int, float]]:
+    """The ``count`` GPU kernels with the most total time: (name, launches, seconds)."""
+    totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for event in events:
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name][0] += 1
+            totals[event.name][1] += event.device_time / 1e6
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][1])[:count]
+    return [(name, int(v[0]), v[1]) for name, v in ranked]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=["image", "video", "audio"], default="image")
+    parser.add_argument("--evs", type=float, default=0.0, help="EVS rate of the video case")
+    parser.add_argument("--frames", type=int, default=None, help="video frames (default: the benchmark's)")
+    parser.add_argument("--layers", default="MEM*EMEM", help="language-model layer pattern")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny widths and inputs (smoke run)")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    model = build_ours(omni_config(args.layers, args.tiny), device, torch.bfloat16)
+    case = next(cases(model, None, [args.case], [args.evs], input_sizes(args.tiny, args.frames)))
+    rate = matmul_rate(device, 512 if args.tiny else 8192, torch.bfloat16)
+
+    with torch.no_grad():
+        tokens = model.embed_inputs(**case.ours).inputs_embeds.shape[1]
+        for _ in range(2):
+            first_token(model, case.ours)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+        with annotated(model), profile(activities=activities) as prof:
+            first_token(model, case.ours)
+            if on_gpu:
+                torch.cuda.synchronize(device)
+    events = list(prof.events())
+    table = with_rest(per_range(events, on_gpu))
+    kernel_seconds = (
+        sum(e.device_time for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+    )
+    if on_gpu:
+        total = kernel_seconds
+        table["outside the towers"] = [1, 0, total - sum(r[2] for r in table.values())]
+    else:
+        total = sum(r[2] for r in table.values())
+    floor = (case.encoder_flops + lm_flops(model.language_model, tokens)) / rate
+
+    print(f"{case.name}: {tokens:,} LM tokens; kernel time {total * 1e3:.2f} ms"
+          f" ({'GPU' if on_gpu else 'CPU'}); floor {floor * 1e3:.2f} ms ({total / floor:.2f}x)")  # fmt: skip
+    rows = sorted(table.items(), key=lambda kv: -kv[1][2])
+    print(format_table(["range", "calls", "kernels", "ms", "share"],
+                       [[k, str(int(v[0])), str(int(v[1])), f"{v[2] * 1e3:.2f}", f"{v[2] / total:.1%}"]
+                        for k, v in rows]))  # fmt: skip
+    top = top_kernels(events, args.top) if on_gpu else []
+    if top:
+        print(
+            format_table(
+                ["kernel", "launches", "ms"], [[n[:90], str(c), f"{s * 1e3:.2f}"] for n, c, s in top]
+            )
+        )
+    result = {"case": case.name, "lm_tokens": tokens, "kernel_s": total, "floor_s": floor,
+              "ranges": {k: {"calls": v[0], "kernels": v[1], "seconds": v[2]} for k, v in table.items()},
+              "top_kernels": top}  # fmt: skip
+    if args.json:
+        write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
