@@ -13,8 +13,9 @@ to `config.time_step_limit` in both prefill and decode, which is faithful to the
 Padding: positions whose mask is 0 get xBC = 0 before and after the conv and dt = 0 in the scan, so
 they neither feed nor decay the state; a left-padded row therefore evolves exactly as the row alone.
 
-Decoding: on the fast paths (see `backbone.kernels`), an unpadded one-token step runs between in_proj
-and out_proj on three fused Triton kernels (`backbone.kernels.mamba_step_triton`) with the same math.
+Fast paths (see `backbone.kernels`): an unpadded one-token step runs between in_proj and out_proj on
+three fused Triton kernels (`backbone.kernels.mamba_step_triton`), and a longer input on the prefill
+kernels of `backbone.kernels.mamba_prefill_triton`, with the same math.
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ class Mamba2Mixer(nn.Module):
             dt = dt.clamp(min=low, max=high)
         return dt
 
-    def _fused_step_usable(self, hidden: torch.Tensor, state: MambaState) -> bool:
-        """Whether a one-token step may run on the fused Triton decode kernels."""
-        return state.ssm.dtype == torch.float32 and fast_paths_enabled(
+    def _fast_usable(self, hidden: torch.Tensor) -> bool:
+        """Whether this forward may run on the Triton kernels (CUDA, no gradients needed)."""
+        return fast_paths_enabled(
             hidden,
             self.in_proj.weight,
             self.conv1d.weight,
@@ -112,6 +113,10 @@ class Mamba2Mixer(nn.Module):
             self.D,
             self.norm.weight,
         )
+
+    def _fused_step_usable(self, hidden: torch.Tensor, state: MambaState) -> bool:
+        """Whether a one-token step may run on the fused Triton decode kernels."""
+        return state.ssm.dtype == torch.float32 and self._fast_usable(hidden)
 
     def forward(
         self,
@@ -130,6 +135,10 @@ class Mamba2Mixer(nn.Module):
             from .kernels.mamba_step_triton import mamba_decode_step
 
             return mamba_decode_step(self, hidden, state)
+        if length > 1 and self._fast_usable(hidden):
+            from .kernels.mamba_prefill_triton import mamba_prefill
+
+            return mamba_prefill(self, hidden, token_mask, state)
         gate, xbc, dt_raw = self.in_proj(hidden).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
         mask = token_mask[..., None].to(xbc.dtype) if token_mask is not None else None
         if mask is not None:

@@ -1,0 +1,163 @@
+"""Triton kernels of the Mamba-2 mixer's prefill (more than one token), between in_proj and out_proj.
+
+The reference (`Mamba2Mixer.forward`) runs the causal conv as K shifted multiply-adds over an fp32,
+channels-first copy of the sequence, and the gated norm over fp32 temporaries: about a dozen passes
+over [length, channels] tensors per layer, plus the copies that reshape its transposed result. Here:
+
+1. `causal_conv_silu`: the depthwise causal conv, bias and SiLU in one pass over the in_proj output's
+   xBC view, channels last, fp32 accumulation; the token mask is applied to the inputs it reads and to
+   the outputs, as the reference masks before and after the conv. With a conv state, the positions
+   before the first token are read from it, and it is then replaced by the last K-1 (masked) inputs.
+2. the chunked SSD scan (`ssd_triton.ssd_chunked_triton`), on dt discretised by the mixer;
+3. the gated grouped RMSNorm of `mamba_step_triton`, one program per (token, group).
+
+All arithmetic is fp32 and follows the reference's order of operations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import triton
+import triton.language as tl
+
+from .mamba_step_triton import gated_group_rmsnorm
+from .ssd_triton import ssd_chunked_triton
+
+if TYPE_CHECKING:
+    from ..cache import MambaState
+    from ..mamba2 import Mamba2Mixer
+
+_BLOCK_L = 32
+_BLOCK_C = 128
+
+
+@triton.jit
+def _causal_conv_silu_kernel(
+    x_ptr, w_ptr, bias_ptr, mask_ptr, state_ptr, out_ptr,
+    length, channels,
+    sx_b, sx_l, sx_c,
+    sw_c, sw_k,
+    sm_b, sm_l,
+    ss_b, ss_c, ss_k,
+    so_b, so_l,
+    K: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_STATE: tl.constexpr,
+    BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(0)
+    offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_l = offs_l < length
+    mask_c = offs_c < channels
+
+    acc = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32)
+    for k in tl.static_range(K):
+        # tap k reads the input K-1-k positions back; before the first token it reads the state
+        src = offs_l + (k - (K - 1))
+        inside = (src >= 0) & mask_l
+        v = tl.load(
+            x_ptr + b * sx_b + src[:, None] * sx_l + offs_c[None, :] * sx_c,
+            mask=inside[:, None] & mask_c[None, :],
+            other=0.0,
+        )
+        if HAS_MASK:
+            keep = tl.load(mask_ptr + b * sm_b + src * sm_l, mask=inside, other=0).to(v.dtype)
+            v = v * keep[:, None]
+        if HAS_STATE:
+            before = (src < 0) & mask_l
+            past = tl.load(
+                state_ptr + b * ss_b + offs_c[None, :] * ss_c + (src[:, None] + (K - 1)) * ss_k,
+                mask=before[:, None] & mask_c[None, :],
+                other=0.0,
+            )
+            v = tl.where(before[:, None], past.to(v.dtype), v)
+        w = tl.load(w_ptr + offs_c * sw_c + k * sw_k, mask=mask_c, other=0.0).to(tl.float32)
+        acc += v.to(tl.float32) * w[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+    out = (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty)
+    if HAS_MASK:
+        keep = tl.load(mask_ptr + b * sm_b + offs_l * sm_l, mask=mask_l, other=0).to(out.dtype)
+        out = out * keep[:, None]
+    tl.store(
+        out_ptr + b * so_b + offs_l[:, None] * so_l + offs_c[None, :],
+        out,
+        mask=mask_l[:, None] & mask_c[None, :],
+    )
+
+
+def causal_conv_silu(
+    xbc: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    token_mask: torch.Tensor | None = None,
+    conv_state: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Depthwise causal conv + SiLU over xbc [b, L, c] (any strides), weight [c, K], bias [c].
+
+    token_mask [b, L] (1 = real token) zeroes masked inputs and outputs; conv_state [b, c, K-1] holds the
+    inputs before the first position and is replaced, in place, by the last K-1 masked inputs.
+    Returns a contiguous [b, L, c] in xbc's dtype.
+    """
+    batch, length, channels = xbc.shape
+    kernel = weight.shape[1]
+    out = torch.empty(batch, length, channels, dtype=xbc.dtype, device=xbc.device)
+    new_state = None
+    if conv_state is not None and kernel > 1:
+        tail = xbc[:, -(kernel - 1) :]
+        if token_mask is not None:
+            tail = tail * token_mask[:, -(kernel - 1) :, None].to(xbc.dtype)
+        new_state = torch.cat([conv_state.to(xbc.dtype), tail.transpose(1, 2)], dim=-1)[..., -(kernel - 1) :]
+    mask = token_mask if token_mask is not None else xbc
+    state = conv_state if conv_state is not None else xbc
+    grid = (batch, triton.cdiv(length, _BLOCK_L), triton.cdiv(channels, _BLOCK_C))
+    _causal_conv_silu_kernel[grid](
+        xbc, weight, bias if bias is not None else weight, mask, state, out,
+        length, channels,
+        *xbc.stride(), *weight.stride(), mask.stride(0), mask.stride(1),
+        state.stride(0), state.stride(1), state.stride(-1), out.stride(0), out.stride(1),
+        K=kernel, HAS_BIAS=bias is not None, HAS_MASK=token_mask is not None,
+        HAS_STATE=conv_state is not None and kernel > 1, BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
+        num_warps=4,
+    )  # fmt: skip
+    if new_state is not None:
+        conv_state.copy_(new_state)  # after the kernel read the old state (same stream)
+    return out
+
+
+def mamba_prefill(
+    mixer: Mamba2Mixer,
+    hidden: torch.Tensor,
+    token_mask: torch.Tensor | None = None,
+    state: MambaState | None = None,
+) -> torch.Tensor:
+    """`mixer(hidden, token_mask, state)` for hidden [b, L, d] on the kernels above; updates `state`
+    (conv inputs and the fp32 SSM state) in place as the reference does."""
+    batch, length, _ = hidden.shape
+    inner, heads, groups, dstate = mixer.inner, mixer.num_heads, mixer.n_groups, mixer.state_size
+    gate, xbc, dt_raw = mixer.in_proj(hidden).split([inner, mixer.conv_dim, heads], dim=-1)
+    xbc = causal_conv_silu(
+        xbc,
+        mixer.conv1d.weight[:, 0],
+        mixer.conv1d.bias,
+        token_mask,
+        state.conv if state is not None else None,
+    )
+    dt = mixer.discretize_dt(dt_raw)
+    if token_mask is not None:
+        dt = dt * token_mask[..., None].to(dt.dtype)
+    A = -torch.exp(mixer.A_log.float())
+    x = xbc[..., :inner].unflatten(-1, (heads, mixer.head_dim))
+    B = xbc[..., inner : inner + groups * dstate].unflatten(-1, (groups, dstate))
+    C = xbc[..., inner + groups * dstate :].unflatten(-1, (groups, dstate))
+    initial = state.ssm if state is not None else None
+    y, final = ssd_chunked_triton(x, dt, A, B, C, mixer.D, initial)
+    if state is not None:
+        state.ssm.copy_(final)
+    norm = mixer.norm
+    y = gated_group_rmsnorm(
+        y.view(batch * length, inner), gate.reshape(batch * length, inner), norm.weight, norm.n_groups,
+        norm.eps, hidden.dtype,
+    )  # fmt: skip
+    return mixer.out_proj(y.view(batch, length, inner))

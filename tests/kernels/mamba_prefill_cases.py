@@ -1,0 +1,90 @@
+"""Worker run in a subprocess by test_mamba_prefill_interpreted.py: evaluates the Mamba-2 prefill kernels
+under Triton's CPU interpreter against the mixer's PyTorch reference and prints one JSON object
+{case: relative error}.
+
+TRITON_INTERPRET must be set before triton is first imported; hence a separate process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+
+from backbone.kernels.mamba_prefill_triton import causal_conv_silu, mamba_prefill  # noqa: E402
+from tests.kernels.mamba_step_cases import MIXERS, clone, make_mixer, random_state, rel_err  # noqa: E402
+
+
+def token_mask(batch: int, length: int) -> torch.Tensor:
+    """Row 0 left-padded by 3, row 1 with a hole in the middle, later rows whole."""
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[0, : min(3, length - 1)] = 0
+    if batch > 1 and length > 4:
+        mask[1, length // 2] = 0
+    return mask
+
+
+def conv_cases(results: dict) -> None:
+    """The conv kernel alone on a strided view of a packed input, against the mixer's conv with the
+    reference's masking, with and without a state and a mask, across block edges and L < K - 1."""
+    for name in ("base", "odd", "k1"):
+        mixer = make_mixer(**MIXERS[name])
+        for length in (2, 5, 37):
+            for masked in (False, True):
+                for with_state in (False, True):
+                    g = torch.Generator().manual_seed(length)
+                    batch, channels = 2, mixer.conv_dim
+                    packed = torch.randn(batch, length, channels + 7, generator=g)
+                    xbc = packed[..., 3 : 3 + channels]
+                    mask = token_mask(batch, length) if masked else None
+                    state = random_state(mixer, batch, torch.float32, g) if with_state else None
+                    ref_state = clone(state) if with_state else None
+                    with torch.no_grad():
+                        out = causal_conv_silu(
+                            xbc, mixer.conv1d.weight[:, 0], mixer.conv1d.bias, mask,
+                            state.conv if with_state else None,
+                        )  # fmt: skip
+                        m = mask[..., None].float() if masked else 1.0
+                        ref = mixer._causal_conv(xbc * m, ref_state) * m
+                    key = f"conv/{name}/L{length}/{'mask' if masked else 'nomask'}/{'state' if with_state else 'fresh'}"
+                    err = rel_err(out, ref)
+                    if with_state and mixer.kernel > 1:
+                        err = max(err, rel_err(state.conv, ref_state.conv))
+                    results[key] = err
+
+
+def mixer_cases(results: dict) -> None:
+    """The whole prefill against the mixer's reference forward: outputs and both states."""
+    runs = [(name, torch.float32) for name in MIXERS] + [("base", torch.bfloat16)]
+    for name, dtype in runs:
+        mixer = make_mixer(**MIXERS[name]).to(dtype)
+        g = torch.Generator().manual_seed(5)
+        batch, length = 3, 21
+        hidden = torch.randn(batch, length, MIXERS[name]["hidden"], generator=g).to(dtype)
+        mask = token_mask(batch, length)
+        for with_state in (False, True):
+            state = random_state(mixer, batch, dtype, g) if with_state else None
+            ref_state = clone(state) if with_state else None
+            with torch.no_grad():
+                out = mamba_prefill(mixer, hidden, mask, state)
+                ref = mixer(hidden, mask, ref_state)
+            assert out.shape == ref.shape and out.dtype == ref.dtype
+            err = rel_err(out, ref)
+            if with_state:
+                err = max(err, rel_err(state.ssm, ref_state.ssm))
+                if mixer.kernel > 1:
+                    err = max(err, rel_err(state.conv, ref_state.conv))
+            key = f"mixer/{name}/{str(dtype).split('.')[-1]}/{'state' if with_state else 'fresh'}"
+            results[key] = err
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    out: dict[str, float] = {}
+    for run in (conv_cases, mixer_cases):
+        run(out)
+    json.dump(out, sys.stdout)
