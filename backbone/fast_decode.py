@@ -28,7 +28,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .attention import Attention
 from .cache import HybridCache, KVState, MambaState
 from .config import ATTENTION
-from .kernels import DISABLE_ENV, decode_attention, experts_gemv, experts_gemv_usable, fast_paths_enabled
+from .kernels import (
+    DISABLE_ENV,
+    decode_attention,
+    experts_gemv,
+    experts_gemv_usable,
+    fast_paths_enabled,
+    topk_combine,
+)
 from .mlp import relu2
 from .moe import RoutedExperts, grouped_mm_usable
 
@@ -73,6 +80,8 @@ def experts_capture_safe(
     else:
         hidden = relu2(torch.bmm(up_proj[sorted_experts], routed[:, :, None]))
         out = torch.bmm(down_proj[sorted_experts], hidden)[..., 0]
+    if fast_paths_enabled(out, weights):
+        return topk_combine(out, order, weights)
     out = out.float() * weights.reshape(-1)[order, None].float()
     combined = torch.zeros(tokens, x.shape[-1], dtype=torch.float32, device=x.device)
     return combined.index_add_(0, token_of, out).to(x.dtype)

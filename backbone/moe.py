@@ -10,7 +10,9 @@ identities unless `moe_latent_size` is set. Experts are squared-ReLU MLPs held s
 `up_proj [E, I, in]` and `down_proj [E, in, I]`; tokens are sorted by expert and each expert runs one
 matmul pair on its contiguous segment (`torch._grouped_mm` does all segments at once where usable).
 On CUDA, a few tokens (decoding) skip the sort: Triton kernels stream each chosen expert's matrices
-(`backbone.kernels.moe_triton`), and the router runs on two Triton kernels (`router_triton`).
+(`backbone.kernels.moe_triton`), and the router runs on two Triton kernels (`router_triton`). More
+tokens take the sort and the grouped matmuls, then one Triton kernel sums each token's weighted rows
+(`moe_combine_triton`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import HybridConfig
-from .kernels import experts_gemv, experts_gemv_usable, fast_paths_enabled
+from .kernels import experts_gemv, experts_gemv_usable, fast_paths_enabled, topk_combine
 from .mlp import ReLU2MLP, relu2
 
 EXPERT_BACKENDS = ("auto", "grouped_mm", "segments", "loop")
@@ -132,6 +134,8 @@ def experts_grouped(
                 pieces.append(F.linear(relu2(F.linear(segment, up_proj[expert])), down_proj[expert]))
             start = stop
         out = torch.cat(pieces, dim=0)
+    if fast_paths_enabled(out, weights):
+        return topk_combine(out, order, weights)
     scale = weights.reshape(-1)[order, None].float()
     combined = torch.zeros(tokens, x.shape[-1], dtype=torch.float32, device=x.device)
     # weighted in fp32 a slice at a time: a whole [tokens * k, in] fp32 copy was the peak of long prefills

@@ -100,3 +100,10 @@ def decode_attention(
     from .decode_attention_triton import decode_attention_triton
 
     return decode_attention_triton(q, keys, values, key_mask, scale)
+
+
+def topk_combine(rows: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`moe_combine_triton.topk_combine_triton` (import deferred, as above)."""
+    from .moe_combine_triton import topk_combine_triton
+
+    return topk_combine_triton(rows, order, weights)

@@ -10,8 +10,10 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
 
+import backbone.moe  # noqa: E402
+from backbone.kernels.moe_combine_triton import topk_combine_triton  # noqa: E402
 from backbone.kernels.moe_triton import experts_gemv_triton  # noqa: E402
-from backbone.moe import experts_loop  # noqa: E402
+from backbone.moe import experts_grouped, experts_loop  # noqa: E402
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,7 +48,39 @@ def main() -> None:
     indices, weights = torch.tensor([[0, 2], [1, 0]]), torch.rand(2, 2, generator=g)
     out = experts_gemv_triton(x, indices, weights, up, down, block_up=8, block_down=4)
     results["strided_input"] = rel_err(out, experts_loop(x, indices, weights, up, down))
+    results.update(combine_cases())
     print(json.dumps(results))
+
+
+def combine_cases() -> dict[str, float]:
+    """The top-k combine kernel against the reference's scaled `index_add_`, then inside `experts_grouped`
+    (its fast-path switch forced on) against the expert loop."""
+    results = {}
+    for name, tokens, top_k, width, dtype in (("combine_fp32", 5, 3, 37, torch.float32),
+                                              ("combine_bf16", 4, 2, 1100, torch.bfloat16)):  # fmt: skip
+        g = torch.Generator().manual_seed(tokens)
+        rows = torch.randn(tokens * top_k, width, generator=g).to(dtype)
+        order = torch.randperm(tokens * top_k, generator=g)
+        weights = torch.rand(tokens, top_k, generator=g)
+        out = topk_combine_triton(rows, order, weights)
+        ref = torch.zeros(tokens, width).index_add_(
+            0, order // top_k, rows.float() * weights.reshape(-1)[order, None]
+        )
+        assert out.dtype == dtype
+        results[name] = rel_err(out, ref.to(dtype))
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(6, 24, generator=g)
+    up, down = torch.randn(5, 16, 24, generator=g), torch.randn(5, 24, 16, generator=g)
+    indices = torch.stack([torch.randperm(5, generator=g)[:3] for _ in range(6)])
+    weights = torch.rand(6, 3, generator=g)
+    enabled = backbone.moe.fast_paths_enabled
+    backbone.moe.fast_paths_enabled = lambda *tensors: True
+    try:
+        out = experts_grouped(x, indices, weights, up, down)
+    finally:
+        backbone.moe.fast_paths_enabled = enabled
+    results["grouped_with_combine"] = rel_err(out, experts_loop(x, indices, weights, up, down))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The Triton routed-expert kernels (decoding) against the readable expert loop, under Triton's CPU
-interpreter at tiny sizes. The cases run in a subprocess (`moe_cases.py`): TRITON_INTERPRET only takes
-effect when set before triton is first imported."""
+"""The Triton routed-expert kernels (decoding) and the top-k combine (prefill) against the readable
+expert loop and the reference combine, under Triton's CPU interpreter at tiny sizes. The cases run in a
+subprocess (`moe_cases.py`): TRITON_INTERPRET only takes effect when set before triton is first
+imported."""
 
 from __future__ import annotations
 
@@ -19,3 +20,12 @@ def test_expert_kernels_match_the_loop_fp32(results, case):
 
 def test_expert_kernels_bf16_weights(results):
     assert results["bf16"] <= 1e-2  # fp32 sums of bf16 products, one bf16 rounding of the output
+
+
+@pytest.mark.parametrize("case", ["combine_fp32", "grouped_with_combine"])
+def test_topk_combine_matches_the_reference_fp32(results, case):
+    assert results[case] <= 1e-5, (case, results[case])
+
+
+def test_topk_combine_bf16(results):
+    assert results["combine_bf16"] <= 1e-2  # one bf16 rounding of the fp32 sum (truncated by the interpreter)
