@@ -1,0 +1,56 @@
+"""Triton kernel for the last step of the routed experts over many tokens (prefill): the weighted top-k sum.
+
+After the grouped matmuls, the expert outputs sit in expert order, one row per (token, choice). The
+reference upcasts all of them to fp32, scales them, and `index_add_`s them into an fp32 [T, d] buffer,
+then casts that back: four passes over the [T * k, d] rows plus atomics. Here each program takes one
+token's k rows by their positions in expert order, sums w_j * row_j in fp32 registers in choice order,
+and writes the result once in the output dtype: one read of the rows, no atomics, deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _topk_combine_kernel(
+    rows_ptr, position_ptr, w_ptr, out_ptr,
+    width,
+    sr_r, sw_t, sw_k, so_t,
+    TOP_K: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    token = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < width
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for j in tl.static_range(TOP_K):
+        position = tl.load(position_ptr + token * TOP_K + j)
+        weight = tl.load(w_ptr + token * sw_t + j * sw_k).to(tl.float32)
+        row = tl.load(rows_ptr + position * sr_r + offs, mask=mask, other=0.0).to(tl.float32)
+        acc += row * weight
+    tl.store(out_ptr + token * so_t + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def topk_combine_triton(rows: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_j weights[t, j] * rows[position of (t, j)] for every token t, in rows' dtype.
+
+    rows [T * k, d] (unit stride along d) in expert order; order [T * k]: the flat (token * k + choice)
+    index of each row, as `argsort` of the flattened expert indices gives it; weights [T, k].
+    """
+    tokens, top_k = weights.shape
+    width = rows.shape[1]
+    if rows.stride(1) != 1:
+        rows = rows.contiguous()
+    position = torch.empty_like(order)
+    position[order] = torch.arange(order.numel(), device=order.device, dtype=order.dtype)
+    out = torch.empty(tokens, width, dtype=rows.dtype, device=rows.device)
+    block = min(1024, triton.next_power_of_2(width))
+    _topk_combine_kernel[(tokens, triton.cdiv(width, block))](
+        rows, position, weights, out,
+        width,
+        rows.stride(0), *weights.stride(), out.stride(0),
+        TOP_K=top_k, BLOCK=block, num_warps=4,
+    )  # fmt: skip
+    return out
