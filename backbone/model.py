@@ -78,6 +78,8 @@ class HybridBlock(nn.Module):
             out = self.mixer(normed, context.token_mask, state)
         elif self.kind == ATTENTION:
             out = self.mixer(normed, context.attn_mask, context.is_causal, context.cache)
+        elif self.kind == MOE:
+            out = self.mixer(normed, context.token_mask)
         else:
             out = self.mixer(normed)
         return hidden + out

@@ -17,6 +17,8 @@ tokens take the sort and the grouped matmuls, then one Triton kernel sums each t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,6 +44,15 @@ class TopKRouter(nn.Module):
         self.weight = nn.Parameter(torch.empty(self.num_experts, config.hidden_size))
         nn.init.normal_(self.weight, std=config.initializer_range)
         self.register_buffer("e_score_correction_bias", torch.zeros(self.num_experts, dtype=torch.float32))
+        # Tokens routed to each expert while training with `count_load` on (see `ExpertBiasBalancer`).
+        self.count_load = False
+        self.routed_tokens: torch.Tensor | None = None
+
+    def record_load(self, indices: torch.Tensor, token_mask: torch.Tensor | None) -> None:
+        """Add this forward's choices (of real tokens only) to `routed_tokens`; no host synchronisation."""
+        chosen = indices if token_mask is None else indices[token_mask.reshape(-1).bool()]
+        counts = torch.bincount(chosen.reshape(-1), minlength=self.num_experts).float()
+        self.routed_tokens = counts if self.routed_tokens is None else self.routed_tokens + counts
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - torch's signature
         # The correction bias stays fp32 whatever dtype the module is cast to (its values are small
@@ -210,10 +221,13 @@ class MoE(nn.Module):
             self.fc1_latent_proj = None
             self.fc2_latent_proj = None
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden [..., d]; token_mask [...] (1 = real token) only decides which choices count as load."""
         shape = hidden.shape
         flat = hidden.reshape(-1, shape[-1])
         weights, indices = self.gate(flat)
+        if self.gate.count_load and self.training:
+            self.gate.record_load(indices, token_mask)
         routed_in = self.fc1_latent_proj(flat) if self.fc1_latent_proj is not None else flat
         routed = self.experts(routed_in, indices, weights)
         if self.fc2_latent_proj is not None:
@@ -222,3 +236,42 @@ class MoE(nn.Module):
         if self.shared_experts is not None:
             out = out + self.shared_experts(hidden)
         return out
+
+
+class ExpertBiasBalancer:
+    """Auxiliary-loss-free load balancing of the routers' selection biases, as the model family was trained.
+
+    While active, every router of ``model`` counts the (real) tokens it sends to each expert. After each
+    optimizer step, `update` moves each expert's `e_score_correction_bias` by ``rate`` towards equal
+    load: up for experts below the layer's mean count, down for those above
+    (b_e += rate * sign(mean - count_e)). The bias only steers selection; the expert weights stay the
+    unbiased scores. ``reduce`` (e.g. a sum over data-parallel ranks) sees the global counts.
+    """
+
+    def __init__(self, model: nn.Module, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"the expert bias update rate must be positive, got {rate}")
+        self.rate = rate
+        self.routers = [m for m in model.modules() if isinstance(m, TopKRouter)]
+        for router in self.routers:
+            router.count_load = True
+            router.routed_tokens = None
+
+    @torch.no_grad()
+    def update(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Apply one step's bias update from the counted load, then start counting afresh."""
+        for router in self.routers:
+            counts = router.routed_tokens
+            router.routed_tokens = None
+            if counts is None:
+                continue
+            if reduce is not None:
+                counts = reduce(counts)
+            offset = torch.sign(counts.mean() - counts)
+            router.e_score_correction_bias.add_(offset.to(router.e_score_correction_bias.device) * self.rate)
+
+    def close(self) -> None:
+        """Stop counting."""
+        for router in self.routers:
+            router.count_load = False
+            router.routed_tokens = None

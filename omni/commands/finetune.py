@@ -49,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--freeze-vision", action="store_true", help="keep the RADIO tower frozen")
     model.add_argument("--freeze-audio", action="store_true", help="keep the Parakeet tower frozen")
     model.add_argument("--freeze-llm", action="store_true", help="keep the language model frozen")
+    model.add_argument(
+        "--expert-bias-update-rate",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="auxiliary-loss-free MoE load balancing: after each step, move each router's selection bias "
+        "by RATE towards equal expert load (default: 1e-3 when the language model trains in full, "
+        "else 0, off)",
+    )
     model.add_argument("--lora-rank", type=int, default=16)
     model.add_argument("--lora-alpha", type=float, default=32.0)
     model.add_argument("--lora-dropout", type=float, default=0.0)
@@ -120,6 +129,19 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError("--steps must be at least 1")
     if args.resume and not args.save_every:
         print("note: --resume without --save-every writes no further state while training")
+    rate = args.expert_bias_update_rate
+    if rate is not None and (rate < 0 or not math.isfinite(rate)):
+        raise InputError(f"--expert-bias-update-rate must be a finite rate >= 0, got {rate}")
+
+
+DEFAULT_EXPERT_BIAS_RATE = 1e-3  # the bias update rate of the family's training recipe
+
+
+def expert_bias_rate(args: argparse.Namespace) -> float:
+    """--expert-bias-update-rate, or its default: on when the language model trains in full."""
+    if args.expert_bias_update_rate is not None:
+        return args.expert_bias_update_rate
+    return DEFAULT_EXPERT_BIAS_RATE if args.mode == "full" and not args.freeze_llm else 0.0
 
 
 def main(args: argparse.Namespace) -> int:
@@ -178,6 +200,7 @@ def main(args: argparse.Namespace) -> int:
             eval_batch_size=args.eval_batch_size,
             bf16=args.bf16,
             progress=not args.no_progress,
+            expert_bias_update_rate=expert_bias_rate(args),
         )
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,15 @@ def all_sum(value: float, world: World, device: torch.device) -> float:
     return float(tensor.item())
 
 
+def all_sum_tensor(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Element-wise sum of ``tensor`` over ranks (the tensor itself in a single process)."""
+    if not world.distributed:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

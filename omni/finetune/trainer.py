@@ -19,10 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from backbone.moe import ExpertBiasBalancer
 from omni.errors import InputError
 from omni.finetune import state as train_state
 from omni.finetune.data import BatchBuilder, ConversationData, Record, trained_tokens
-from omni.finetune.distributed import World, all_sum, set_gradient_sync
+from omni.finetune.distributed import World, all_sum, all_sum_tensor, set_gradient_sync
 
 # Shape metadata the model reads on the host (``.tolist()``): left on the CPU, so moving them to the
 # GPU and back does not stall every step.
@@ -60,6 +61,7 @@ class TrainConfig:
     bf16: bool = False
     progress: bool = True
     time_limit_s: float = 0.0  # > 0: stop by then, the cosine decay following elapsed time too
+    expert_bias_update_rate: float = 0.0  # > 0: balance expert load through the routers' selection biases
 
     def resume_key(self) -> dict[str, Any]:
         """Settings that must not change between a run and its resumption."""
@@ -158,6 +160,11 @@ class Trainer:
         )
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.step = 0
+        self.balancer = (
+            ExpertBiasBalancer(self.model, self.config.expert_bias_update_rate)
+            if self.config.expert_bias_update_rate > 0
+            else None
+        )
 
     # ------------------------------------------------------------------ state
     def save_state(self) -> None:
@@ -293,6 +300,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.balancer is not None:
+            self.balancer.update(lambda counts: all_sum_tensor(counts, self.world))
         loss = all_sum(loss_sum, self.world, self.device) / total
         tokens = int(all_sum(seen, self.world, self.device))
         return StepResult(self.step, loss, lr, tokens, max(time.perf_counter() - start, 1e-9))

@@ -100,3 +100,83 @@ def test_correction_bias_stays_fp32(tiny_model):
     biases = [b for n, b in model.named_buffers() if n.endswith("e_score_correction_bias")]
     assert biases and all(b.dtype == torch.float32 for b in biases)
     assert model.lm_head.weight.dtype == torch.bfloat16
+
+
+def _moe_lm(experts: int = 8):
+    from backbone.config import HybridConfig
+    from backbone.model import HybridLM
+
+    config = HybridConfig(
+        layer_types="E*E", vocab_size=64, hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+        head_dim=8, n_routed_experts=experts, num_experts_per_tok=2, moe_intermediate_size=8,
+        moe_shared_expert_intermediate_size=8,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return HybridLM(config)
+
+
+def test_routers_count_the_real_tokens_while_training_only():
+    from backbone.moe import ExpertBiasBalancer
+
+    model = _moe_lm()
+    balancer = ExpertBiasBalancer(model, rate=0.01)
+    ids = torch.randint(0, 64, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[0, :3] = 0  # left padding: 11 real tokens
+    model.train()
+    model(input_ids=ids, attention_mask=mask)
+    model(input_ids=ids[1:])  # one unpadded row: 7 more
+    for router in balancer.routers:
+        assert router.routed_tokens.sum().item() == (11 + 7) * 2  # top-2 choices of real tokens
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    assert all(r.routed_tokens.sum().item() == 36 for r in balancer.routers)
+    balancer.update()
+    assert all(r.routed_tokens is None for r in balancer.routers)
+    balancer.close()
+    model.train()
+    model(input_ids=ids)
+    assert all(r.routed_tokens is None for r in balancer.routers)
+
+
+def test_bias_update_moves_each_expert_towards_the_mean_load():
+    from backbone.moe import ExpertBiasBalancer
+
+    model = _moe_lm(experts=4)
+    balancer = ExpertBiasBalancer(model, rate=0.25)
+    router = balancer.routers[0]
+    router.routed_tokens = torch.tensor([10.0, 0.0, 5.0, 5.0])  # mean 5
+    balancer.update(reduce=lambda counts: counts * 2)  # e.g. two ranks that saw the same
+    assert router.e_score_correction_bias.tolist() == [-0.25, 0.25, 0.0, 0.0]
+    assert router.e_score_correction_bias.dtype == torch.float32
+    assert balancer.routers[1].e_score_correction_bias.tolist() == [0.0] * 4  # counted nothing
+
+
+def test_bias_updates_even_out_a_skewed_router():
+    """A router whose selection favours two experts: repeated updates on the same tokens spread the load
+    (the rate is small against the spread of its scores, as in the released models)."""
+    from backbone.moe import ExpertBiasBalancer
+
+    model = _moe_lm()
+    router = model.backbone.layers[0].mixer.gate
+    with torch.no_grad():
+        router.weight.normal_(0.0, 0.25, generator=torch.Generator().manual_seed(2))  # logits ~ N(0, 1)
+        router.e_score_correction_bias[:2] = 0.3
+    ids = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(1))
+    balancer = ExpertBiasBalancer(model, rate=0.005)
+    model.train()
+
+    def spread() -> float:
+        model(input_ids=ids)
+        counts = router.routed_tokens
+        return (counts.max() / counts.mean()).item()
+
+    before = spread()
+    balancer.update()
+    for _ in range(150):
+        spread()
+        balancer.update()
+    after = spread()
+    assert before > 2.5 and after < 1.4, (before, after)
+    assert (router.e_score_correction_bias[:2] < 0.3).all()

@@ -114,3 +114,62 @@ def test_time_limit_decays_by_the_clock_and_stops(fresh, data_dir, tmp_path):
     )
     results = trainer.train()
     assert len(results) == 1 and trainer.step == 1  # the clock ran out after the first step
+
+
+def _biases(model) -> list[list[float]]:
+    from backbone.moe import TopKRouter
+
+    return [m.e_score_correction_bias.tolist() for m in model.modules() if isinstance(m, TopKRouter)]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.01])
+def test_full_training_balances_expert_load_through_the_selection_biases(fresh, data_dir, tmp_path, rate):
+    """With a rate, every step moves each router's biases by +-rate or 0 (the counts of that step's real
+    tokens); without one they stay as loaded. The biases are saved with the model."""
+    from omni.finetune.export import save_released
+
+    model, processor = fresh()
+    records = [r for r in read_jsonl(data_dir / "train.jsonl") if r.task in TASKS]
+    prepare_model(model, "full")
+    trainer = _trainer(model, processor, records, tmp_path, steps=3, batch_size=2, lr=1e-3,
+                       expert_bias_update_rate=rate)  # fmt: skip
+    trainer.train()
+    biases = _biases(model)
+    assert len(biases) == 2  # the tiny config's two MoE layers
+    for layer in biases:
+        steps = [round(b / rate) if rate else b for b in layer]
+        if rate:
+            assert all(abs(s) <= 3 and abs(b - s * rate) < 1e-6 for s, b in zip(steps, layer))
+            assert any(s != 0 for s in steps)
+        else:
+            assert layer == [0.0] * len(layer)
+    out = tmp_path / "saved"
+    save_released(model, processor, out, scaling=1.0, dtype=torch.bfloat16)  # the biases stay fp32
+    from omni import OmniModel
+
+    assert _biases(OmniModel.from_pretrained(out)) == biases
+
+
+def test_expert_bias_rate_defaults_to_on_for_full_language_model_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import argparse
+
+    from omni.cli import main as omni_main
+    from omni.commands.finetune import DEFAULT_EXPERT_BIAS_RATE, add_arguments, expert_bias_rate
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--data", "x.jsonl", "--init-config", "c.json", "--output", "out"]
+    assert expert_bias_rate(parser.parse_args([*base, "--mode", "full"])) == DEFAULT_EXPERT_BIAS_RATE == 1e-3
+    assert expert_bias_rate(parser.parse_args([*base, "--mode", "full", "--freeze-llm"])) == 0.0
+    assert expert_bias_rate(parser.parse_args([*base, "--mode", "lora"])) == 0.0
+    assert (
+        expert_bias_rate(parser.parse_args([*base, "--mode", "full", "--expert-bias-update-rate", "0"]))
+        == 0.0
+    )
+    assert (
+        expert_bias_rate(parser.parse_args([*base, "--mode", "lora", "--expert-bias-update-rate", "2e-3"]))
+        == 2e-3
+    )
+    assert omni_main(["finetune", *base, "--expert-bias-update-rate", "-1"]) != 0
+    assert "--expert-bias-update-rate" in capsys.readouterr().err
