@@ -65,7 +65,7 @@ def mixer_cases(results: dict) -> None:
         g = torch.Generator().manual_seed(5)
         batch, length = 3, 21
         hidden = torch.randn(batch, length, MIXERS[name]["hidden"], generator=g).to(dtype)
-        mask = token_mask(batch, length)
+        mask = token_mask(batch, length).bool()  # as the model passes it
         for with_state in (False, True):
             state = random_state(mixer, batch, dtype, g) if with_state else None
             ref_state = clone(state) if with_state else None

@@ -124,10 +124,10 @@ def _prompt(batch: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, 
     """Hidden states and a mask with row 0 left-padded by 5 and row 1 missing one middle token."""
     g = torch.Generator(device="cuda").manual_seed(3)
     hidden = torch.randn(batch, length, 2688, generator=g, device="cuda").to(dtype)
-    mask = torch.ones(batch, length, dtype=torch.long, device="cuda")
-    mask[0, :5] = 0
+    mask = torch.ones(batch, length, dtype=torch.bool, device="cuda")  # as the model passes it
+    mask[0, :5] = False
     if batch > 1:
-        mask[1, length // 2] = 0
+        mask[1, length // 2] = False
     return hidden, mask
 
 
