@@ -121,11 +121,12 @@ def test_fused_decode_step_in_a_cuda_graph(dtype):
 
 
 def _prompt(batch: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden states and a mask with row 0 left-padded by 5 and row 1 missing one middle token."""
+    """Hidden states and a mask with row 0 left-padded (by 5, or all but its last token) and row 1
+    missing one middle token."""
     g = torch.Generator(device="cuda").manual_seed(3)
     hidden = torch.randn(batch, length, 2688, generator=g, device="cuda").to(dtype)
     mask = torch.ones(batch, length, dtype=torch.bool, device="cuda")  # as the model passes it
-    mask[0, :5] = False
+    mask[0, : min(5, length - 1)] = False
     if batch > 1:
         mask[1, length // 2] = False
     return hidden, mask
