@@ -269,9 +269,3 @@ class ExpertBiasBalancer:
                 counts = reduce(counts)
             offset = torch.sign(counts.mean() - counts)
             router.e_score_correction_bias.add_(offset.to(router.e_score_correction_bias.device) * self.rate)
-
-    def close(self) -> None:
-        """Stop counting."""
-        for router in self.routers:
-            router.count_load = False
-            router.routed_tokens = None

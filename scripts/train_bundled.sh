@@ -28,6 +28,7 @@
 #   INIT=<previous> DATA_SEED=44 SEED=9 TIME_LIMIT=3.6 \
 #     COUNTS=read-number=16000,shapes-count=5000,shape-color=1500,motion=1500,beeps=500,video-beeps=500
 #   held-out all after each: 0.831, 0.915, 0.955, 0.963 (read-number 0.12, 0.55, 0.78, 0.85)
+# All of these ran without MoE load balancing; BIAS_RATE=0 repeats them (the default now balances).
 # On a 2-core CPU one step of 16 conversations takes 2-5 s.
 set -euo pipefail
 
@@ -69,6 +70,7 @@ fi
   --data "${TRAIN}" \
   --steps "${STEPS}" --batch-size "${BATCH}" --lr "${LR}" --warmup-steps 100 --min-lr-ratio 0.05 \
   --weight-decay 0.01 --max-grad-norm 1.0 --seed "${SEED:-0}" --num-workers "${WORKERS}" \
+  --expert-bias-update-rate "${BIAS_RATE:-0.001}" \
   --save-every "${SAVE_EVERY:-500}" --time-limit "${TIME_LIMIT}" --no-progress --output "${OUT}"
 rm -rf "${OUT}/state" "${OUT}/eval_results.json"
 

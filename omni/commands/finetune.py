@@ -134,7 +134,8 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError(f"--expert-bias-update-rate must be a finite rate >= 0, got {rate}")
 
 
-DEFAULT_EXPERT_BIAS_RATE = 1e-3  # the bias update rate of the family's training recipe
+# Megatron-Core's default bias update rate (DeepSeek-V3's value); the family's recipe turns the expert bias on
+DEFAULT_EXPERT_BIAS_RATE = 1e-3
 
 
 def expert_bias_rate(args: argparse.Namespace) -> float:
