@@ -14,8 +14,9 @@ Padding: positions whose mask is 0 get xBC = 0 before and after the conv and dt 
 they neither feed nor decay the state; a left-padded row therefore evolves exactly as the row alone.
 
 Fast paths (see `backbone.kernels`): an unpadded one-token step runs between in_proj and out_proj on
-three fused Triton kernels (`backbone.kernels.mamba_step_triton`), and a longer input on the prefill
-kernels of `backbone.kernels.mamba_prefill_triton`, with the same math.
+three fused Triton kernels (`backbone.kernels.mamba_step_triton`); a longer input takes the conv of
+`backbone.kernels.mamba_prefill_triton`, the Triton scan and the step's gated-norm kernel over its rows,
+with the same math.
 """
 
 from __future__ import annotations
@@ -135,17 +136,21 @@ class Mamba2Mixer(nn.Module):
             from .kernels.mamba_step_triton import mamba_decode_step
 
             return mamba_decode_step(self, hidden, state)
-        if length > 1 and self._fast_usable(hidden):
-            from .kernels.mamba_prefill_triton import mamba_prefill
-
-            return mamba_prefill(self, hidden, token_mask, state)
+        # longer inputs on CUDA: the conv and the norm on the prefill kernels (the scan picks its own)
+        prefill_kernels = length > 1 and self._fast_usable(hidden)
         gate, xbc, dt_raw = self.in_proj(hidden).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
-        mask = token_mask[..., None].to(xbc.dtype) if token_mask is not None else None
-        if mask is not None:
-            xbc = xbc * mask
-        xbc = self._causal_conv(xbc, state)
-        if mask is not None:
-            xbc = xbc * mask
+        if prefill_kernels:
+            from .kernels.mamba_prefill_triton import causal_conv_silu
+
+            conv_state = state.conv if state is not None else None
+            xbc = causal_conv_silu(xbc, self.conv1d.weight[:, 0], self.conv1d.bias, token_mask, conv_state)
+        else:
+            mask = token_mask[..., None].to(xbc.dtype) if token_mask is not None else None
+            if mask is not None:
+                xbc = xbc * mask
+            xbc = self._causal_conv(xbc, state)
+            if mask is not None:
+                xbc = xbc * mask
         x, B, C = xbc.split(
             [self.inner, self.n_groups * self.state_size, self.n_groups * self.state_size], dim=-1
         )
@@ -164,5 +169,14 @@ class Mamba2Mixer(nn.Module):
             y, final = ssd_chunked_auto(x, dt, A, B, C, self.chunk_size, self.D, initial_state=initial)
             if state is not None:
                 state.ssm.copy_(final)
-        y = self.norm(y.reshape(batch, length, self.inner), gate, hidden.dtype)
+        if prefill_kernels:
+            from .kernels.mamba_step_triton import gated_group_rmsnorm
+
+            rows = batch * length
+            y = gated_group_rmsnorm(
+                y.reshape(rows, self.inner), gate.reshape(rows, self.inner), self.norm.weight,
+                self.norm.n_groups, self.norm.eps, hidden.dtype,
+            ).view(batch, length, self.inner)  # fmt: skip
+        else:
+            y = self.norm(y.reshape(batch, length, self.inner), gate, hidden.dtype)
         return self.out_proj(y)

@@ -1,33 +1,20 @@
-"""Triton kernels of the Mamba-2 mixer's prefill (more than one token), between in_proj and out_proj.
+"""Triton kernel of the Mamba-2 mixer's prefill (more than one token): the causal conv.
 
-The reference (`Mamba2Mixer.forward`) runs the causal conv as K shifted multiply-adds over an fp32,
-channels-first copy of the sequence, and the gated norm over fp32 temporaries: about a dozen passes
-over [length, channels] tensors per layer, plus the copies that reshape its transposed result. Here:
-
-1. `causal_conv_silu`: the depthwise causal conv, bias and SiLU in one pass over the in_proj output's
-   xBC view, channels last, fp32 accumulation; the token mask is applied to the inputs it reads and to
-   the outputs, as the reference masks before and after the conv. With a conv state, the positions
-   before the first token are read from it, and it is then replaced by the last K-1 (masked) inputs.
-2. the chunked SSD scan (`ssd_triton.ssd_chunked_triton`), on dt discretised by the mixer;
-3. the gated grouped RMSNorm of `mamba_step_triton`, one program per (token, group).
-
-All arithmetic is fp32 and follows the reference's order of operations.
+The reference (`Mamba2Mixer._causal_conv`) runs the depthwise conv as K shifted multiply-adds over an
+fp32, channels-first copy of the sequence, about ten passes over [length, channels] plus the copies
+that undo the transposition. `causal_conv_silu` does the conv, bias and SiLU in one pass over the
+in_proj output's xBC view, channels last, accumulating in fp32 in the reference's order. The token
+mask is applied to the inputs it reads and to the outputs, as the reference masks before and after
+the conv. With a conv state, the positions before the first token are read from it, and it is then
+replaced by the last K-1 (masked) inputs. The mixer runs the rest of its prefill on the Triton scan
+and on the gated-norm kernel of `mamba_step_triton`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import triton
 import triton.language as tl
-
-from .mamba_step_triton import gated_group_rmsnorm
-from .ssd_triton import ssd_chunked_triton
-
-if TYPE_CHECKING:
-    from ..cache import MambaState
-    from ..mamba2 import Mamba2Mixer
 
 _BLOCK_L = 32
 _BLOCK_C = 128
@@ -124,40 +111,3 @@ def causal_conv_silu(
     if new_state is not None:
         conv_state.copy_(new_state)  # after the kernel read the old state (same stream)
     return out
-
-
-def mamba_prefill(
-    mixer: Mamba2Mixer,
-    hidden: torch.Tensor,
-    token_mask: torch.Tensor | None = None,
-    state: MambaState | None = None,
-) -> torch.Tensor:
-    """`mixer(hidden, token_mask, state)` for hidden [b, L, d] on the kernels above; updates `state`
-    (conv inputs and the fp32 SSM state) in place as the reference does."""
-    batch, length, _ = hidden.shape
-    inner, heads, groups, dstate = mixer.inner, mixer.num_heads, mixer.n_groups, mixer.state_size
-    gate, xbc, dt_raw = mixer.in_proj(hidden).split([inner, mixer.conv_dim, heads], dim=-1)
-    xbc = causal_conv_silu(
-        xbc,
-        mixer.conv1d.weight[:, 0],
-        mixer.conv1d.bias,
-        token_mask,
-        state.conv if state is not None else None,
-    )
-    dt = mixer.discretize_dt(dt_raw)
-    if token_mask is not None:
-        dt = dt * token_mask[..., None].to(dt.dtype)
-    A = -torch.exp(mixer.A_log.float())
-    x = xbc[..., :inner].unflatten(-1, (heads, mixer.head_dim))
-    B = xbc[..., inner : inner + groups * dstate].unflatten(-1, (groups, dstate))
-    C = xbc[..., inner + groups * dstate :].unflatten(-1, (groups, dstate))
-    initial = state.ssm if state is not None else None
-    y, final = ssd_chunked_triton(x, dt, A, B, C, mixer.D, initial)
-    if state is not None:
-        state.ssm.copy_(final)
-    norm = mixer.norm
-    y = gated_group_rmsnorm(
-        y.view(batch * length, inner), gate.reshape(batch * length, inner), norm.weight, norm.n_groups,
-        norm.eps, hidden.dtype,
-    )  # fmt: skip
-    return mixer.out_proj(y.view(batch, length, inner))

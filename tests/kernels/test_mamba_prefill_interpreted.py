@@ -1,5 +1,6 @@
-"""The Mamba-2 prefill kernels against the mixer's PyTorch reference under Triton's CPU interpreter (tiny
-shapes, some not powers of two; lengths across the kernel's 32-position blocks and shorter than K - 1).
+"""The Mamba-2 prefill conv kernel, and the mixer's forward on its prefill kernels, against the mixer's
+PyTorch reference under Triton's CPU interpreter (tiny shapes, some not powers of two; lengths across the
+kernel's 32-position blocks and shorter than K - 1).
 
 All cases run once, in a subprocess (`mamba_prefill_cases.py`), because TRITON_INTERPRET only takes effect
 when set before triton is first imported. The interpreter truncates fp32 -> bf16 casts where CUDA rounds
@@ -31,7 +32,8 @@ def test_conv_kernel_matches_the_mixers_conv(results, case, length):
 @pytest.mark.parametrize("case", ["base", "nobias_limit", "odd", "k1"])
 @pytest.mark.parametrize("start", ["fresh", "state"])
 def test_prefill_matches_the_mixer(results, case, start):
-    """Padded rows, fp32: the output and, continuing from a state, the updated SSM and conv states."""
+    """The forward with the conv and gated-norm kernels on padded rows, fp32: the output and, continuing
+    from a state, the updated SSM and conv states."""
     key = f"mixer/{case}/float32/{start}"
     assert results[key] <= TOLERANCE, (key, results[key])
 
