@@ -34,10 +34,9 @@ from .kernels import (
     experts_gemv,
     experts_gemv_usable,
     fast_paths_enabled,
-    topk_combine,
 )
 from .mlp import relu2
-from .moe import RoutedExperts, grouped_mm_usable
+from .moe import RoutedExperts, combine_expert_rows, grouped_mm_usable
 
 if TYPE_CHECKING:
     from .model import HybridLM
@@ -67,7 +66,7 @@ def experts_capture_safe(
     """
     if experts_gemv_usable(x, indices, up_proj):
         return experts_gemv(x, indices, weights, up_proj, down_proj)
-    tokens, top_k = indices.shape
+    top_k = indices.shape[1]
     num_experts = up_proj.shape[0]
     sorted_experts, order = torch.sort(indices.reshape(-1), stable=True)
     token_of = order // top_k
@@ -80,11 +79,7 @@ def experts_capture_safe(
     else:
         hidden = relu2(torch.bmm(up_proj[sorted_experts], routed[:, :, None]))
         out = torch.bmm(down_proj[sorted_experts], hidden)[..., 0]
-    if fast_paths_enabled(out, weights):
-        return topk_combine(out, order, weights)
-    out = out.float() * weights.reshape(-1)[order, None].float()
-    combined = torch.zeros(tokens, x.shape[-1], dtype=torch.float32, device=x.device)
-    return combined.index_add_(0, token_of, out).to(x.dtype)
+    return combine_expert_rows(out, order, weights)
 
 
 @contextlib.contextmanager

@@ -126,7 +126,7 @@ def experts_grouped(
     x [T, in]; indices / weights [T, k]; up_proj [E, I, in]; down_proj [E, in, I]. Returns [T, in] in x's
     dtype, accumulated in fp32.
     """
-    tokens, top_k = indices.shape
+    top_k = indices.shape[1]
     num_experts = up_proj.shape[0]
     flat = indices.reshape(-1)
     order = torch.argsort(flat, stable=True)
@@ -145,15 +145,27 @@ def experts_grouped(
                 pieces.append(F.linear(relu2(F.linear(segment, up_proj[expert])), down_proj[expert]))
             start = stop
         out = torch.cat(pieces, dim=0)
+    return combine_expert_rows(out, order, weights)
+
+
+def combine_expert_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_j weights[t, j] * (row of token t's choice j) for every token, in out's dtype, summed in fp32.
+
+    out [T * k, d]: the expert outputs in expert order; order [T * k]: the flat (token * k + choice)
+    index of each row. One Triton kernel where the fast paths are on; otherwise scaled rows are
+    `index_add_`ed into an fp32 buffer a slice at a time (a whole [T * k, d] fp32 copy was the peak of
+    long prefills). No host synchronisation either way.
+    """
     if fast_paths_enabled(out, weights):
         return topk_combine(out, order, weights)
+    tokens, top_k = weights.shape
+    token_of = order // top_k
     scale = weights.reshape(-1)[order, None].float()
-    combined = torch.zeros(tokens, x.shape[-1], dtype=torch.float32, device=x.device)
-    # weighted in fp32 a slice at a time: a whole [tokens * k, in] fp32 copy was the peak of long prefills
+    combined = torch.zeros(tokens, out.shape[-1], dtype=torch.float32, device=out.device)
     for start in range(0, out.shape[0], _COMBINE_ROWS):
         rows = slice(start, start + _COMBINE_ROWS)
         combined.index_add_(0, token_of[rows], out[rows].float() * scale[rows])
-    return combined.to(x.dtype)
+    return combined.to(out.dtype)
 
 
 def experts_loop(
