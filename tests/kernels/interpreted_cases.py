@@ -15,7 +15,13 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
 
-from backbone.kernels.ssd_triton import ssd_chunked_triton, ssd_step_triton  # noqa: E402
+from backbone.kernels.ssd_parallel_triton import ssd_chunked_parallel_triton  # noqa: E402
+from backbone.kernels.ssd_triton import (  # noqa: E402
+    PARALLEL_MIN_CHUNKS,
+    ssd_chunked_triton,
+    ssd_step_triton,
+    uses_parallel_path,
+)
 from backbone.ssd import ssd_chunked, ssd_sequential, ssd_step  # noqa: E402
 
 
@@ -83,6 +89,72 @@ def padding_case(results: dict) -> None:
     results["padding/padded_outputs"] = y_pad[:, :pad].abs().max().item()
 
 
+def parallel_cases(results: dict) -> None:
+    """The three-pass path, forced: against the reference and against the one-pass kernel."""
+    # batch 2, two heads per group, 37 = 2 chunks of 16 and a partial one
+    x, dt, A, B, C, D, state = inputs(batch=2, length=37, heads=4, head_dim=4, groups=2, dstate=8, seed=7)
+    for d, initial, key in ((None, None, "parallel/noD/zero"), (D, state, "parallel/D/state")):
+        y, final = ssd_chunked_triton(x, dt, A, B, C, d, initial, chunk=16, parallel=True)
+        y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 8, d, initial_state=initial)
+        y_one, final_one = ssd_chunked_triton(x, dt, A, B, C, d, initial, chunk=16, parallel=False)
+        results[key] = max(rel_err(y, y_ref), rel_err(final, final_ref))
+        results[key + "/one_pass"] = max(rel_err(y, y_one), rel_err(final, final_one))
+        results[key + "/dtype"] = float(y.dtype != torch.float32 or final.dtype != torch.float32)
+
+    # Several row blocks per chunk (the diagonal skip), two channel blocks, masked channels and state.
+    x, dt, A, B, C, D, state = inputs(batch=1, length=45, heads=2, head_dim=20, groups=1, dstate=12, seed=8)
+    y, final = ssd_chunked_parallel_triton(
+        x, dt, A, B, C, D, state, chunk=32, block=16, block_p=16, state_block=64
+    )
+    y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 8, D, initial_state=state)
+    results["parallel/tiles"] = max(rel_err(y, y_ref), rel_err(final, final_ref))
+
+    # Strided views: x, B, C split from one packed tensor, dt and the initial state transposed copies.
+    x, dt, A, B, C, _, state = inputs(batch=2, length=35, heads=2, head_dim=4, groups=1, dstate=8, seed=9)
+    packed = torch.cat([x.flatten(2), B.flatten(2), C.flatten(2)], dim=-1)
+    xv = packed[..., :8].unflatten(-1, (2, 4))
+    Bv = packed[..., 8:16].unflatten(-1, (1, 8))
+    Cv = packed[..., 16:].unflatten(-1, (1, 8))
+    dtv = dt.transpose(1, 2).contiguous().transpose(1, 2)
+    state_v = state.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not (xv.is_contiguous() or dtv.is_contiguous() or state_v.is_contiguous())
+    y, final = ssd_chunked_triton(xv, dtv, A, Bv, Cv, None, state_v, chunk=16, parallel=True)
+    y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 8, None, initial_state=state)
+    results["parallel/strided"] = max(rel_err(y, y_ref), rel_err(final, final_ref))
+
+    # One token, and left padding (dt = 0, x = 0) leaving the state untouched.
+    x, dt, A, B, C, D, state = inputs(batch=1, length=20, heads=2, head_dim=4, groups=1, dstate=4, seed=5)
+    y, final = ssd_chunked_triton(
+        x[:, :1], dt[:, :1], A, B[:, :1], C[:, :1], D, state, chunk=16, parallel=True
+    )
+    y_ref, final_ref = ssd_chunked(x[:, :1], dt[:, :1], A, B[:, :1], C[:, :1], 4, D, initial_state=state)
+    results["parallel/single"] = max(rel_err(y, y_ref), rel_err(final, final_ref))
+    xp, dtp = x.clone(), dt.clone()
+    xp[:, :7] = 0
+    dtp[:, :7] = 0
+    y_pad, final_pad = ssd_chunked_triton(xp, dtp, A, B, C, D, None, chunk=16, parallel=True)
+    y_alone, final_alone = ssd_chunked_triton(x[:, 7:], dt[:, 7:], A, B[:, 7:], C[:, 7:], D, None, chunk=16)
+    results["parallel/padding"] = max(rel_err(final_pad, final_alone), rel_err(y_pad[:, 7:], y_alone))
+    results["parallel/padded_outputs"] = y_pad[:, :7].abs().max().item()
+
+
+def selection_cases(results: dict) -> None:
+    """Without `parallel`, sequences of `PARALLEL_MIN_CHUNKS` chunks or more take the three-pass path,
+    shorter ones the one-pass kernel."""
+    boundary = 16 * (PARALLEL_MIN_CHUNKS - 1)  # the longest length that stays on the one-pass kernel
+    x, dt, A, B, C, D, _ = inputs(
+        batch=1, length=boundary + 1, heads=2, head_dim=4, groups=1, dstate=4, seed=6
+    )
+    for name, length in (("below", boundary), ("at", boundary + 1)):
+        args = (x[:, :length], dt[:, :length], A, B[:, :length], C[:, :length], D)
+        auto = ssd_chunked_triton(*args, chunk=16)
+        forced = ssd_chunked_triton(*args, chunk=16, parallel=uses_parallel_path(length, 16))
+        other = ssd_chunked_triton(*args, chunk=16, parallel=not uses_parallel_path(length, 16))
+        results[f"select/{name}/parallel"] = float(uses_parallel_path(length, 16))
+        results[f"select/{name}/same"] = float(all(torch.equal(a, f) for a, f in zip(auto, forced)))
+        results[f"select/{name}/distinct"] = float(not all(torch.equal(a, o) for a, o in zip(auto, other)))
+
+
 def step_cases(results: dict) -> None:
     for groups in (1, 2):
         x, dt, A, B, C, D, state = inputs(batch=2, length=3, heads=2, head_dim=8, groups=groups, dstate=8)
@@ -105,6 +177,6 @@ def step_cases(results: dict) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out: dict[str, float] = {}
-    for run in (chunked_cases, strided_case, padding_case, step_cases):
+    for run in (chunked_cases, strided_case, padding_case, parallel_cases, selection_cases, step_cases):
         run(out)
     json.dump(out, sys.stdout)

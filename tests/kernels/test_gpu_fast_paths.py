@@ -57,6 +57,40 @@ def test_chunked_kernel_bf16_inputs():
     assert rel_err(final, final_ref) <= 5e-3
 
 
+@pytest.mark.parametrize("with_state", [False, True])
+def test_parallel_chunked_kernel_bf16(with_state):
+    """The three-pass path at a realistic shape (32 chunks of 128, the last partial) against the reference
+    and the one-pass kernel; without `parallel` this length takes the three-pass path."""
+    from backbone.kernels.ssd_triton import ssd_chunked_triton, uses_parallel_path
+
+    x, dt, A, B, C, D, state = _inputs(1, 4000, 8, 64, 2, 128, dtype=torch.bfloat16)
+    initial = state if with_state else None
+    y, final = ssd_chunked_triton(x, dt, A, B, C, D, initial, parallel=True)
+    y_one, final_one = ssd_chunked_triton(x, dt, A, B, C, D, initial, parallel=False)
+    y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 128, D, initial_state=initial)
+    assert y.dtype == final.dtype == torch.float32
+    assert rel_err(y, y_ref) <= 5e-3 and rel_err(final, final_ref) <= 5e-3  # TF32 products
+    assert rel_err(y, y_one) <= 5e-3 and rel_err(final, final_one) <= 5e-3
+    assert uses_parallel_path(4000)
+    y_auto, final_auto = ssd_chunked_triton(x, dt, A, B, C, D, initial)
+    assert torch.equal(y_auto, y) and torch.equal(final_auto, final)
+
+
+def test_parallel_chunked_kernel_fp32_strided():
+    """fp32 (exact products) on the three-pass path: batch 2, strided views as the mixer passes them."""
+    from backbone.kernels.ssd_triton import ssd_chunked_triton
+
+    x, dt, A, B, C, D, state = _inputs(2, 1111, 8, 64, 2, 128)
+    packed = torch.cat([x.flatten(2), B.flatten(2), C.flatten(2)], dim=-1)
+    xv = packed[..., :512].unflatten(-1, (8, 64))
+    Bv = packed[..., 512:768].unflatten(-1, (2, 128))
+    Cv = packed[..., 768:].unflatten(-1, (2, 128))
+    y, final = ssd_chunked_triton(xv, dt, A, Bv, Cv, D, state, parallel=True)
+    y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 128, D, initial_state=state)
+    assert rel_err(y, y_ref) <= 1e-4
+    assert rel_err(final, final_ref) <= 1e-4
+
+
 def test_step_kernel_matches_reference():
     from backbone.kernels.ssd_triton import ssd_step_triton
 

@@ -44,3 +44,33 @@ def test_step_kernel_matches_reference(results, groups):
 
 def test_step_kernel_rejects_a_low_precision_state(results):
     assert results["step/rejects_half_state"] == 1.0
+
+
+@pytest.mark.parametrize("case", ["noD/zero", "D/state"])
+def test_parallel_scan_matches_reference_and_one_pass(results, case):
+    """Batch 2, two heads per group, a length that is not a multiple of the chunk; with and without D
+    and the initial state. The three-pass path agrees with the reference and with the one-pass kernel."""
+    key = f"parallel/{case}"
+    assert results[key] <= TOLERANCE, (key, results[key])
+    assert results[key + "/one_pass"] <= TOLERANCE, (key, results[key + "/one_pass"])
+    assert results[key + "/dtype"] == 0.0
+
+
+@pytest.mark.parametrize("case", ["tiles", "strided", "single"])
+def test_parallel_scan_tiles_views_and_one_token(results, case):
+    """Several row and channel blocks per chunk with masked edges; strided views of every input; L = 1."""
+    assert results[f"parallel/{case}"] <= TOLERANCE, (case, results[f"parallel/{case}"])
+
+
+def test_parallel_scan_left_padding(results):
+    assert results["parallel/padding"] <= 1e-5
+    assert results["parallel/padded_outputs"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["below", "at"])
+def test_path_selection(results, name):
+    """One token short of the chunk count stays on the one-pass kernel; at it, the three-pass path runs
+    (the two differ in rounding, so which one ran shows)."""
+    assert results[f"select/{name}/parallel"] == float(name == "at")
+    assert results[f"select/{name}/same"] == 1.0
+    assert results[f"select/{name}/distinct"] == 1.0
