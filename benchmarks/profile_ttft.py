@@ -133,11 +133,16 @@ def with_rest(table: dict[str, list[float]]) -> dict[str, list[float]]:
     return out
 
 
+def is_kernel(event: Any) -> bool:
+    """A GPU kernel (or copy), not the GPU-timeline copy of one of our labelled ranges."""
+    return event.device_type == torch.autograd.DeviceType.CUDA and not event.name.startswith(PREFIX)
+
+
 def top_kernels(events: list, count: int) -> list[tuple[str, int, float]]:
     """The ``count`` GPU kernels with the most total time: (name, launches, seconds)."""
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for event in events:
-        if event.device_type == torch.autograd.DeviceType.CUDA:
+        if is_kernel(event):
             totals[event.name][0] += 1
             totals[event.name][1] += event.device_time / 1e6
     ranked = sorted(totals.items(), key=lambda kv: -kv[1][1])[:count]
@@ -172,9 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 torch.cuda.synchronize(device)
     events = list(prof.events())
     table = with_rest(per_range(events, on_gpu))
-    kernel_seconds = (
-        sum(e.device_time for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
-    )
+    kernel_seconds = sum(e.device_time for e in events if is_kernel(e)) / 1e6
     if on_gpu:
         total = kernel_seconds
         table["outside the towers"] = [1, 0, total - sum(r[2] for r in table.values())]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -179,3 +180,23 @@ def test_profile_ttft_splits_the_time_by_tower_and_module_kind(case, tmp_path, c
     assert not any(label.startswith("vision" if case == "audio" else "audio") for label in ranges)
     assert result["floor_s"] > 0 and json.loads((tmp_path / "p.json").read_text())["case"] == result["case"]
     assert "lm: mamba" in capsys.readouterr().out
+
+
+def test_profile_ttft_counts_kernels_not_its_own_ranges_on_the_gpu_timeline():
+    """On CUDA the profiler also puts each labelled range on the GPU timeline; summing those with the
+    kernels would count the same time twice."""
+    profile_ttft = _script("profile_ttft")
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    def event(name, device_type, ms):
+        return types.SimpleNamespace(name=name, device_type=device_type, device_time=ms * 1e3)
+
+    events = [
+        event("omni::vision: (all)", cuda, 10.0),
+        event("omni::vision: Mlp", cuda, 6.0),
+        event("gemm", cuda, 6.0),
+        event("gemm", cuda, 3.0),
+        event("omni::vision: Mlp", cpu, 0.0),
+    ]
+    assert [e.name for e in events if profile_ttft.is_kernel(e)] == ["gemm", "gemm"]
+    assert profile_ttft.top_kernels(events, 5) == [("gemm", 2, pytest.approx(0.009))]
