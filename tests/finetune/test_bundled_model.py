@@ -1,6 +1,6 @@
 """The shipped bundled model: within the size limit, the default of the commands, and right on
-held-out conversations of every task (at release, of 200 held-out conversations per task: 94.5-100% on
-five tasks, 92% on read-number)."""
+held-out conversations of every task (at release, of 200 held-out conversations per task: 95-100% on
+each task)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_bundled_model_is_the_package_default_and_fits():
 
 
 # right answers of 10 held-out conversations (seed 7) each task needs; the release scores, in this order,
-# 10, 10, 9, 10, 10, 10 (chance: 3 or fewer)
+# 10 of 10 on every task (chance: 3 or fewer)
 MINIMUM_RIGHT = {
     "beeps": 9,
     "video-beeps": 9,
