@@ -118,18 +118,30 @@ def _init_non_persistent_buffers(model: nn.Module) -> None:
             reset()
 
 
+def released_tensors(model: OmniModel) -> dict[str, torch.Tensor]:
+    """The model's weights under the released checkpoint keys (the model's own tensors or views of them,
+    not copies)."""
+    tensors = model.language_model.checkpoint_state(prefix="language_model.")
+    for prefix, module, _, _ in _parts(model):
+        tensors.update({prefix + k: v for k, v in module.state_dict().items()})
+    return tensors
+
+
+def released_config(model: OmniModel) -> dict:
+    """``config.json``'s contents for the model, with its dtype."""
+    config = model.config.to_dict()
+    config["dtype"] = str(model.dtype).removeprefix("torch.")
+    return config
+
+
 def save_omni_checkpoint(
     model: OmniModel, path: str | os.PathLike, max_shard_bytes: int = 5 * 1024**3
 ) -> None:
     """Write ``config.json``, ``generation_config.json`` and the weights in the released layout."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = model.language_model.checkpoint_state(prefix="language_model.")
-    for prefix, module, _, _ in _parts(model):
-        tensors.update({prefix + k: v for k, v in module.state_dict().items()})
-    write_checkpoint(path, tensors, max_shard_bytes=max_shard_bytes)
-    config = model.config.to_dict()
-    config["dtype"] = str(model.dtype).removeprefix("torch.")
+    write_checkpoint(path, released_tensors(model), max_shard_bytes=max_shard_bytes)
+    config = released_config(model)
     (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     text = model.language_model.config
     generation = {key: getattr(text, key, None) for key in ("bos_token_id", "eos_token_id", "pad_token_id")}

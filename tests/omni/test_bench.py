@@ -78,14 +78,33 @@ def test_ttft_tiny_times_ours_and_transformers(tmp_path, capsys, one_thread):
             assert "transformers timed as its building blocks" in printed
 
 
-def test_full_depth_is_ours_only_with_every_layer(tmp_path, one_thread):
+def test_full_depth_runs_every_layer_in_both(tmp_path, one_thread):
     out = tmp_path / "full.json"
     argv = ["bench", "ttft", "--tiny", "--full-depth", "--device", "cpu", "--cases", "image"]
     assert cli.main([*argv, "--repeats", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["meta"]["num_layers"] == 52 and result["meta"]["transformers"] is None
+    assert result["meta"]["num_layers"] == 52 and result["meta"]["transformers"]
     (row,) = result["rows"]
-    assert _positive(row, "ours_ttft_s") and not [k for k in row if k.startswith("transformers")]
+    assert _positive(row, "ours_ttft_s") and _positive(row, "transformers_ttft_s")
+
+
+def test_reference_holds_our_weights_mostly_without_copies(one_thread):
+    """transformers' model gets every weight of ours under its own names; all but the experts it stacks
+    are our tensors themselves (so the full depth of both fits one card)."""
+    from omni.checkpoint import released_tensors
+
+    ours = ttft.build_ours(ttft.omni_config("MEM*EMEM", True), torch.device("cpu"), torch.float32)
+    reference = ttft.load_reference(ours, torch.device("cpu"), torch.float32)
+    theirs = reference.state_dict()
+    released = released_tensors(ours)
+    assert sum(t.numel() for t in theirs.values()) >= sum(t.numel() for t in released.values())
+    ours_storage = {t.untyped_storage().data_ptr() for t in ours.state_dict().values()}
+    copied = [k for k, t in theirs.items() if t.untyped_storage().data_ptr() not in ours_storage]
+    # copies: the stacked experts, and a small index buffer transformers' RADIO builds itself
+    assert copied and all(".experts." in k or k == "vision_model.summary_idxs" for k in copied), copied
+    assert torch.equal(theirs["multi_modal_projector.linear_1.weight"], released["mlp1.1.weight"])
+    up = theirs["language_model.model.layers.1.mixer.experts.up_proj"]
+    assert torch.equal(up[3], released["language_model.backbone.layers.1.mixer.experts.3.up_proj.weight"])
 
 
 def test_bench_all_writes_both_results(tmp_path, one_thread):
