@@ -6,8 +6,8 @@ released sizes, and the 30B-A3B language model at full width (all 128 experts) c
 (default ``MEM*EMEM``). ``--full-depth`` runs all 52 layers (about 66 GB: built on the meta device,
 then allocated and filled on the GPU). transformers 5.23 loads the same weights, our released-layout
 tensors, with ``NemotronH_Omni_Reasoning_V3.from_pretrained``; it copies only the experts it stacks
-(another 59 GB at full depth: both fit a 141 GB H200, not an 80 GB H100, where its row reports the
-failure and ours still runs).
+(another 59 GB at full depth: both fit a 141 GB H200, not an 80 GB H100, where the run reports
+transformers as not run, with the error, and times ours alone).
 
 Inputs are model-ready tensors already on the device, random values in the processor's shapes
 (preprocessing is not timed):
