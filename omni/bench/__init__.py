@@ -60,5 +60,13 @@ def add_ttft_arguments(parser: argparse.ArgumentParser, shared: bool = True) -> 
         help="add the 2-minute video case: 240 frames (2 fps), ours only, for its peak memory",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case after a warm-up")
+    parser.add_argument(
+        "--memory-limit-gib",
+        type=float,
+        default=None,
+        metavar="GIB",
+        help="cap the GPU memory torch may allocate (e.g. 78 to check on a larger card that the cases "
+        "fit an 80 GB H100)",
+    )
     if shared:
         add_shared_arguments(parser)

@@ -613,6 +613,8 @@ def check_arguments(args: argparse.Namespace) -> tuple[list[str], list[float]]:
         raise InputError(f"--evs: every rate must be in [0, 1), got {args.evs}")
     if args.repeats < 1 or (args.frames is not None and args.frames < 1):
         raise InputError("--repeats and --frames must be at least 1")
+    if args.memory_limit_gib is not None and args.memory_limit_gib <= 0:
+        raise InputError(f"--memory-limit-gib must be positive, got {args.memory_limit_gib:g}")
     _check_layers(args.layers)
     return names, rates
 
@@ -626,6 +628,16 @@ def _check_layers(layers: str) -> None:
         raise InputError(str(err)) from None
     if not layers:
         raise InputError("--layers: give at least one layer (M Mamba-2, * attention, E MoE, - MLP)")
+
+
+def limit_memory(device: torch.device, gib: float) -> None:
+    """Let torch's allocator hand out at most ``gib`` GiB on ``device`` (a smaller card, emulated)."""
+    if device.type != "cuda":
+        raise InputError(f"--memory-limit-gib needs a CUDA device, not {device}")
+    total = torch.cuda.get_device_properties(device).total_memory
+    if gib * GIB > total:
+        raise InputError(f"--memory-limit-gib {gib:g}: the device has only {total / GIB:.1f} GiB")
+    torch.cuda.set_per_process_memory_fraction(gib * GIB / total, device)
 
 
 def _load_reference_or_none(ours: OmniModel, device: torch.device, meta: dict[str, Any]) -> Any:
@@ -642,6 +654,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark; returns ``{"meta": ..., "rows": [...]}`` (one row per case)."""
     names, rates = check_arguments(args)
     device, dtype = torch.device(args.device), torch.bfloat16
+    if args.memory_limit_gib is not None:
+        limit_memory(device, args.memory_limit_gib)
     sizes = input_sizes(args.tiny, args.frames)
     ours = build_ours(omni_config(None if args.full_depth else args.layers, args.tiny), device, dtype)
     size = 512 if args.tiny else 8192
@@ -665,6 +679,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         repeats=args.repeats,
         tiny=args.tiny,
         weights_gib=model_bytes(ours) / GIB,
+        memory_limit_gib=args.memory_limit_gib,
         sizes=asdict(sizes),
         inputs="preprocessed pixel values and log-mel features, random, in the processor's shapes",
     )
@@ -730,6 +745,8 @@ def print_report(result: dict[str, Any]) -> None:
     print(format_table(headers, [_main_cells(r) for r in rows]))
     headers = ["case", "ours encode s", "ours prefill s", "tf encode s", "tf prefill s"]
     print("\n" + format_table(headers, [_part_cells(r) for r in rows]))
+    if meta.get("memory_limit_gib") is not None:
+        print(f"GPU memory capped at {meta['memory_limit_gib']:g} GiB (--memory-limit-gib)")
     if "reference_error" in meta:
         print(f"transformers: not run: {meta['reference_error']}")
     for row in rows:

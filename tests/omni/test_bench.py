@@ -107,6 +107,14 @@ def test_reference_holds_our_weights_mostly_without_copies(one_thread):
     assert torch.equal(up[3], released["language_model.backbone.layers.1.mixer.experts.3.up_proj.weight"])
 
 
+def test_memory_limit_needs_a_gpu_and_a_positive_size(capsys):
+    argv = ["bench", "ttft", "--tiny", "--device", "cpu", "--cases", "audio", "--skip-reference"]
+    assert cli.main([*argv, "--memory-limit-gib", "0"]) != 0
+    assert "--memory-limit-gib must be positive" in capsys.readouterr().err
+    assert cli.main([*argv, "--memory-limit-gib", "78"]) != 0
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
 def test_bench_all_writes_both_results(tmp_path, one_thread):
     out = tmp_path / "all.json"
     argv = ["bench", "all", "--tiny", "--device", "cpu", "--skip-reference", "--prompt", "8", "--new", "3"]
