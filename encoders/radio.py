@@ -22,7 +22,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .errors import EncoderInputError
-from .radio_blocks import PACKED_ATTENTION_MODES, RadioBlock
+from .radio_blocks import PACKED_ATTENTION_MODES, RadioBlock, run_blocks
 from .radio_config import RadioConfig
 from .radio_position import cropped_position_embedding
 
@@ -194,11 +194,10 @@ class RadioEncoder(nn.Module):
 
     def run_blocks(self, hidden: torch.Tensor, seq_lengths: Sequence[int] | None = None) -> torch.Tensor:
         """The ViT blocks over ``[B, L, hidden]``; ``seq_lengths`` splits a packed ``B == 1`` row."""
+        if not (self.gradient_checkpointing and self.training and torch.is_grad_enabled()):
+            return run_blocks(self.blocks, hidden, seq_lengths)
         for block in self.blocks:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                hidden = torch.utils.checkpoint.checkpoint(block, hidden, seq_lengths, use_reentrant=False)
-            else:
-                hidden = block(hidden, seq_lengths)
+            hidden = torch.utils.checkpoint.checkpoint(block, hidden, seq_lengths, use_reentrant=False)
         return hidden
 
     def encode_images(self, pixel_values: torch.Tensor, grid_hw: torch.Tensor) -> torch.Tensor:

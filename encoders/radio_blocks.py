@@ -13,6 +13,7 @@ lets each call take PyTorch's memory-efficient CPU SDPA kernel (no ``L × L`` sc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import partial
 
@@ -106,3 +107,49 @@ class RadioBlock(nn.Module):
     def forward(self, hidden: torch.Tensor, seq_lengths: Sequence[int] | None = None) -> torch.Tensor:
         hidden = hidden + self.layer_scale1(self.attn(self.norm1(hidden), seq_lengths))
         return hidden + self.layer_scale2(self.mlp(self.norm2(hidden)))
+
+
+# The package-wide switch that keeps every GPU kernel of our own off (the reference path runs).
+DISABLE_FAST_PATHS_ENV = "OMNI_DISABLE_FAST_PATHS"
+
+
+def _fused_seams_usable(blocks: Sequence[RadioBlock], hidden: torch.Tensor) -> bool:
+    """Whether the blocks' residual-add + LayerNorm seams can run on the Triton kernel: CUDA, no
+    gradients wanted (the kernel has no backward), Triton importable, shapes and dtypes it takes."""
+    if not hidden.is_cuda or not blocks or os.environ.get(DISABLE_FAST_PATHS_ENV, "0") == "1":
+        return False
+    if torch.is_grad_enabled() and (
+        hidden.requires_grad or any(p.requires_grad for p in blocks[0].parameters())
+    ):
+        return False
+    try:
+        from .residual_norm_triton import scaled_residual_norm_usable
+    except ImportError:
+        return False
+    first = blocks[0]
+    return scaled_residual_norm_usable(hidden, hidden, first.layer_scale1.lambda1, first.norm2)
+
+
+def run_blocks(
+    blocks: Sequence[RadioBlock], hidden: torch.Tensor, seq_lengths: Sequence[int] | None = None
+) -> torch.Tensor:
+    """``blocks`` in turn over ``hidden``. On CUDA in inference, each scaled residual add and the LayerNorm
+    after it (``norm2`` of the same block, ``norm1`` of the next) run as one Triton kernel; the sum is
+    rounded as the separate operations round it, so only the norms' last bits may differ."""
+    if not _fused_seams_usable(blocks, hidden):
+        for block in blocks:
+            hidden = block(hidden, seq_lengths)
+        return hidden
+    from .residual_norm_triton import scaled_residual_norm_triton as seam
+
+    normed = blocks[0].norm1(hidden)
+    for index, block in enumerate(blocks):
+        hidden, normed = seam(
+            hidden, block.attn(normed, seq_lengths), block.layer_scale1.lambda1, block.norm2
+        )
+        branch = block.mlp(normed)
+        if index + 1 < len(blocks):
+            hidden, normed = seam(hidden, branch, block.layer_scale2.lambda1, blocks[index + 1].norm1)
+        else:
+            hidden = hidden + block.layer_scale2(branch)
+    return hidden

@@ -1,0 +1,87 @@
+"""Triton kernel of a ViT block's seam: the scaled residual add and the LayerNorm that follows it, in one pass.
+
+    new = x + (gamma * y)          rounded to x's dtype after the product and after the sum, as the
+                                   separate tensor operations round;
+    normed = LayerNorm(new)        statistics in fp32, result in x's dtype.
+
+Separately these are three passes over the residual stream (a product, a sum, a norm) and a tensor written
+and read back between each; fused, ``x`` and ``y`` are read once and ``new`` and ``normed`` written once.
+One program per row; a row is held whole in registers, so the width is bounded by `MAX_WIDTH`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_WIDTH = 8192
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@triton.jit
+def _scaled_residual_norm_kernel(
+    x_ptr, y_ptr, gamma_ptr, w_ptr, b_ptr, new_ptr, normed_ptr,
+    width, sx_row, sy_row, sn_row, sm_row, eps,
+    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < width
+    dtype = new_ptr.dtype.element_ty
+    x = tl.load(x_ptr + row * sx_row + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + row * sy_row + offs, mask=mask, other=0.0).to(tl.float32)
+    gamma = tl.load(gamma_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    scaled = (gamma * y).to(dtype).to(tl.float32)
+    new = (x + scaled).to(dtype)
+    tl.store(new_ptr + row * sn_row + offs, new, mask=mask)
+
+    value = new.to(tl.float32)
+    mean = tl.sum(value, axis=0) / width
+    centred = tl.where(mask, value - mean, 0.0)
+    variance = tl.sum(centred * centred, axis=0) / width
+    out = centred * tl.math.rsqrt(variance + eps) * tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        out += tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(normed_ptr + row * sm_row + offs, out.to(normed_ptr.dtype.element_ty), mask=mask)
+
+
+def scaled_residual_norm_usable(
+    x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor, norm: torch.nn.LayerNorm
+) -> bool:
+    """Whether `scaled_residual_norm_triton` takes these operands (the device is the caller's check)."""
+    width = x.shape[-1]
+    params = [gamma, norm.weight] + ([norm.bias] if norm.bias is not None else [])
+    return (
+        0 < width <= MAX_WIDTH
+        and y.shape == x.shape
+        and x.dtype == y.dtype
+        and x.dtype in DTYPES
+        and norm.normalized_shape == (width,)
+        and norm.weight is not None
+        and all(p.shape == (width,) and p.dtype in DTYPES for p in params)
+    )
+
+
+def scaled_residual_norm_triton(
+    x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor, norm: torch.nn.LayerNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``new = x + gamma * y`` and ``norm(new)`` over the last dimension, both in x's dtype."""
+    width = x.shape[-1]
+    x_rows, y_rows = x.reshape(-1, width), y.reshape(-1, width)
+    if x_rows.stride(-1) != 1:
+        x_rows = x_rows.contiguous()
+    if y_rows.stride(-1) != 1:
+        y_rows = y_rows.contiguous()
+    new = torch.empty(x_rows.shape, dtype=x.dtype, device=x.device)
+    normed = torch.empty_like(new)
+    if new.shape[0]:
+        block = triton.next_power_of_2(width)
+        bias = norm.bias if norm.bias is not None else norm.weight
+        _scaled_residual_norm_kernel[(new.shape[0],)](
+            x_rows, y_rows, gamma.contiguous(), norm.weight.contiguous(), bias.contiguous(), new, normed,
+            width, x_rows.stride(0), y_rows.stride(0), new.stride(0), normed.stride(0), norm.eps,
+            HAS_BIAS=norm.bias is not None, BLOCK=block,
+            num_warps=min(max(block // 256, 1), 8),
+        )  # fmt: skip
+    return new.view(x.shape), normed.view(x.shape)

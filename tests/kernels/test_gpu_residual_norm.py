@@ -1,0 +1,92 @@
+"""GPU parity of the ViT's fused scaled-residual + LayerNorm kernel with the separate tensor operations, and of
+the RADIO blocks run through it with the reference path (OMNI_DISABLE_FAST_PATHS=1). Skipped without CUDA."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+
+from encoders import radio_blocks
+from encoders.radio_blocks import DISABLE_FAST_PATHS_ENV, RadioBlock, run_blocks
+from encoders.radio_config import RadioConfig
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+
+
+def max_ulps(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    magnitude = ref.float().abs().clamp_min(torch.finfo(ref.dtype).tiny)
+    ulp = torch.finfo(ref.dtype).eps * torch.exp2(torch.floor(torch.log2(magnitude)))
+    return ((ours.float() - ref.float()).abs() / ulp).max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 4099])
+def test_seam_sum_is_exact_and_norm_within_an_ulp(dtype, rows):
+    from encoders.residual_norm_triton import scaled_residual_norm_triton
+
+    width = 1280
+    norm = torch.nn.LayerNorm(width, eps=1e-6).cuda()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(width, device="cuda") * 0.3 + 1)
+        norm.bias.copy_(torch.randn(width, device="cuda") * 0.1)
+    norm = norm.to(dtype)
+    gamma = (torch.rand(width, device="cuda") + 0.5).to(dtype)
+    x = (torch.randn(rows, width, device="cuda") * 4).to(dtype)
+    y = torch.randn(rows, width, device="cuda").to(dtype)
+    with torch.no_grad():
+        new_ref = x + y * gamma
+        normed_ref = norm(new_ref)
+    new, normed = scaled_residual_norm_triton(x, y, gamma, norm)
+    assert torch.equal(new, new_ref)
+    assert max_ulps(normed, normed_ref) <= 1.0
+
+
+def _blocks(count: int, width: int, dtype: torch.dtype) -> torch.nn.ModuleList:
+    config = RadioConfig(
+        hidden_size=width,
+        num_hidden_layers=count,
+        num_attention_heads=width // 80,
+        patch_size=16,
+        max_img_size=256,
+    )
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList(RadioBlock(config) for _ in range(count))
+    with torch.no_grad():
+        for block in blocks:
+            block.layer_scale1.lambda1.uniform_(0.5, 1.5)
+            block.layer_scale2.lambda1.uniform_(0.5, 1.5)
+    return blocks.cuda().to(dtype).eval()
+
+
+def test_blocks_fused_match_the_reference_path(monkeypatch):
+    blocks = _blocks(4, 640, torch.bfloat16)
+    hidden = torch.randn(1, 3 * 257, 640, device="cuda").bfloat16()
+    with torch.no_grad():
+        fused = run_blocks(blocks, hidden, [257, 257, 257])
+        monkeypatch.setenv(DISABLE_FAST_PATHS_ENV, "1")
+        reference = run_blocks(blocks, hidden, [257, 257, 257])
+    assert rel_err(fused, reference) <= 2e-2
+
+
+def test_fused_seams_only_in_inference(monkeypatch):
+    blocks = _blocks(2, 160, torch.float32)
+    hidden = torch.randn(2, 17, 160, device="cuda")
+    with torch.no_grad():
+        assert radio_blocks._fused_seams_usable(blocks, hidden)
+        monkeypatch.setenv(DISABLE_FAST_PATHS_ENV, "1")
+        assert not radio_blocks._fused_seams_usable(blocks, hidden)
+        monkeypatch.delenv(DISABLE_FAST_PATHS_ENV)
+    assert not radio_blocks._fused_seams_usable(blocks, hidden)  # parameters that want gradients
+    with mock.patch("encoders.residual_norm_triton.scaled_residual_norm_triton") as seam, torch.no_grad():
+        seam.side_effect = lambda x, y, gamma, norm: (x + y * gamma, norm(x + y * gamma))
+        run_blocks(blocks, hidden)
+    assert seam.call_count == 3  # two seams a block, the last block's second add left as it is
