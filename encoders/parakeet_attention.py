@@ -89,9 +89,11 @@ class RelPositionSelfAttention(nn.Module):
 
         bias_u = self.bias_u.to(q.dtype)[None, :, None, :]
         bias_v = self.bias_v.to(q.dtype)[None, :, None, :]
-        position_scores = _scores_by_distance(torch.matmul(q + bias_v, r.transpose(-1, -2)))  # [B, H, T, T]
-        position_scores = (position_scores * self.scale).masked_fill(uniform_rows, 0.0)
-        additive = position_scores.masked_fill(~allowed, float("-inf"))
+        # the scale goes on the queries, so the [B, H, T, T] scores are read once, by the where below
+        by_position = torch.matmul((q + bias_v) * self.scale, r.transpose(-1, -2))
+        keep = allowed & ~uniform_rows  # [B, 1, T, T]: scores that stay; the rest is 0 (padding rows) or -inf
+        fill = torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+        additive = torch.where(keep, _scores_by_distance(by_position), fill)  # [B, H, T, T]
         query = (q + bias_u).masked_fill(uniform_rows, 0.0)
 
         out = attention(
