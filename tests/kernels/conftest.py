@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def results(request: pytest.FixtureRequest) -> dict[str, float]:
     worker = Path(request.module.__file__).with_name(request.module.WORKER)
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "TRITON_INTERPRET": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     done = subprocess.run(
         [sys.executable, str(worker)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

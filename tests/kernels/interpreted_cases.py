@@ -14,6 +14,7 @@ import sys
 os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
+from numerics import rel_err  # noqa: E402
 
 from backbone.kernels.ssd_parallel_triton import ssd_chunked_parallel_triton  # noqa: E402
 from backbone.kernels.ssd_triton import (  # noqa: E402
@@ -23,10 +24,6 @@ from backbone.kernels.ssd_triton import (  # noqa: E402
     uses_parallel_path,
 )
 from backbone.ssd import ssd_chunked, ssd_sequential, ssd_step  # noqa: E402
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def inputs(batch=2, length=21, heads=2, head_dim=4, groups=1, dstate=8, seed=0):

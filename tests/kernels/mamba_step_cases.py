@@ -16,6 +16,7 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from numerics import rel_err  # noqa: E402
 
 from backbone.cache import MambaState  # noqa: E402
 from backbone.config import HybridConfig  # noqa: E402
@@ -27,11 +28,6 @@ from backbone.kernels.mamba_step_triton import (  # noqa: E402
 )
 from backbone.mamba2 import Mamba2Mixer  # noqa: E402
 from backbone.ssd import ssd_step  # noqa: E402
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-
 
 # Mixer shapes: the last ones are not powers of two (6 heads of 5 channels, 7 states, 3 groups, K = 3).
 MIXERS = {

@@ -9,15 +9,12 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
+from numerics import rel_err  # noqa: E402
 
 import backbone.moe  # noqa: E402
 from backbone.kernels.moe_combine_triton import topk_combine_triton  # noqa: E402
 from backbone.kernels.moe_triton import experts_gemv_triton  # noqa: E402
 from backbone.moe import experts_grouped, experts_loop  # noqa: E402
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def case(

@@ -14,24 +14,13 @@ import sys
 os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
+from numerics import max_ulps, rel_err  # noqa: E402
 
 from backbone.config import HybridConfig  # noqa: E402
 from backbone.kernels.norm_triton import rms_norm_triton, rms_norm_usable  # noqa: E402
 from backbone.kernels.router_triton import router_triton, router_usable  # noqa: E402
 from backbone.moe import TopKRouter  # noqa: E402
 from backbone.norms import RMSNorm  # noqa: E402
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-
-
-def max_ulps(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    """Largest difference in units of the last place of `ref`'s dtype."""
-    magnitude = ref.float().abs().clamp_min(torch.finfo(ref.dtype).tiny)
-    ulp = torch.finfo(ref.dtype).eps * torch.exp2(torch.floor(torch.log2(magnitude)))
-    return ((ours.float() - ref.float()).abs() / ulp).max().item()
-
 
 NORM_SHAPES = {
     "one_row": (1, 64),

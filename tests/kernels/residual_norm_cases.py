@@ -15,6 +15,7 @@ from unittest import mock
 os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
+from numerics import max_ulps, rel_err  # noqa: E402
 
 from encoders import radio_blocks  # noqa: E402
 from encoders.radio_blocks import RadioBlock, run_blocks  # noqa: E402
@@ -23,18 +24,6 @@ from encoders.residual_norm_triton import (  # noqa: E402
     scaled_residual_norm_triton,
     scaled_residual_norm_usable,
 )
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-
-
-def max_ulps(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    """Largest difference in units of the last place of `ref`'s dtype."""
-    magnitude = ref.float().abs().clamp_min(torch.finfo(ref.dtype).tiny)
-    ulp = torch.finfo(ref.dtype).eps * torch.exp2(torch.floor(torch.log2(magnitude)))
-    return ((ours.float() - ref.float()).abs() / ulp).max().item()
-
 
 SHAPES = {"one_row": ((1, 64), True), "rows_odd": ((3, 5, 37), True), "no_bias": ((2, 1280), False)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import rel_err
 
 from backbone import HybridConfig, HybridLM
 from backbone.fast_decode import (
@@ -16,10 +17,6 @@ from backbone.fast_decode import (
 )
 from backbone.kernels import DISABLE_ENV, fast_paths_enabled
 from backbone.moe import experts_loop
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def tiny_model(seed: int = 0) -> HybridLM:

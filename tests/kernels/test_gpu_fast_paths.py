@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import rel_err
 
 from backbone import HybridConfig, HybridLM
 from backbone.fast_decode import GRAPHS_ENV, cuda_graphs_usable, graph_decoder
@@ -15,10 +16,6 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def _inputs(batch, length, heads, head_dim, groups, dstate, dtype=torch.float32, seed=0):

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from numerics import rel_err
 
 from backbone.cache import MambaState
 from backbone.config import HybridConfig
@@ -18,10 +19,6 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def _mixer(dtype: torch.dtype, limit: tuple[float, float] = (0.0, math.inf)) -> Mamba2Mixer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import rel_err
 
 from backbone.fast_decode import experts_capture_safe
 from backbone.kernels import DISABLE_ENV
@@ -17,10 +18,6 @@ pytestmark = [
 ]
 
 EXPERTS, WIDTH, INNER = 128, 2688, 1856
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def _inputs(tokens: int, top_k: int, dtype: torch.dtype, seed: int = 0):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import max_ulps, rel_err
 
 from backbone import HybridConfig
 from backbone.kernels import DISABLE_ENV
@@ -15,16 +16,6 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-
-
-def max_ulps(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    magnitude = ref.float().abs().clamp_min(torch.finfo(ref.dtype).tiny)
-    ulp = torch.finfo(ref.dtype).eps * torch.exp2(torch.floor(torch.log2(magnitude)))
-    return ((ours.float() - ref.float()).abs() / ulp).max().item()
 
 
 def _norm(width: int, dtype: torch.dtype) -> RMSNorm:

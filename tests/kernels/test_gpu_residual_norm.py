@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 import torch
+from numerics import max_ulps, rel_err
 
 from encoders import radio_blocks
 from encoders.radio_blocks import DISABLE_FAST_PATHS_ENV, RadioBlock, run_blocks
@@ -16,16 +17,6 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-
-
-def max_ulps(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    magnitude = ref.float().abs().clamp_min(torch.finfo(ref.dtype).tiny)
-    ulp = torch.finfo(ref.dtype).eps * torch.exp2(torch.floor(torch.log2(magnitude)))
-    return ((ours.float() - ref.float()).abs() / ulp).max().item()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
