@@ -31,7 +31,7 @@ SHAPES = {"one_row": ((1, 64), True), "rows_odd": ((3, 5, 37), True), "no_bias":
 def seam_cases(results: dict) -> None:
     g = torch.Generator().manual_seed(0)
     for name, (shape, bias) in SHAPES.items():
-        for dtype in (torch.float32, torch.bfloat16):
+        for dtype in (torch.bfloat16,):
             width = shape[-1]
             norm = torch.nn.LayerNorm(width, eps=1e-6, bias=bias)
             with torch.no_grad():
@@ -56,23 +56,27 @@ def seam_cases(results: dict) -> None:
             )
     # rows that are views into wider buffers
     norm = torch.nn.LayerNorm(24)
-    wide_x, wide_y = torch.randn(4, 40, generator=g), torch.randn(4, 40, generator=g)
-    gamma = torch.rand(24, generator=g)
+    wide_x, wide_y = torch.randn(4, 40, generator=g).bfloat16(), torch.randn(4, 40, generator=g).bfloat16()
+    gamma = torch.rand(24, generator=g).bfloat16()
     x, y = wide_x[:, 8:32], wide_y[:, 4:28]
     new, normed = scaled_residual_norm_triton(x, y, gamma, norm)
     with torch.no_grad():
-        results["seam/strided"] = max(rel_err(new, x + y * gamma), rel_err(normed, norm(x + y * gamma)))
+        results["seam/strided/new_ulps"] = max_ulps(new, x + y * gamma)
+        results["seam/strided/normed"] = rel_err(normed, norm(x + y * gamma).bfloat16())
+
+    def usable(width: int, dtype: torch.dtype = torch.bfloat16, norm_width: int | None = None) -> bool:
+        rows = torch.zeros(2, width, dtype=dtype)
+        return scaled_residual_norm_usable(
+            rows, rows, torch.ones(width, dtype=dtype), torch.nn.LayerNorm(norm_width or width)
+        )
+
     results["seam/usable_limits"] = float(
-        scaled_residual_norm_usable(torch.zeros(2, 1280), torch.zeros(2, 1280), torch.ones(1280), torch.nn.LayerNorm(1280))
-        and not scaled_residual_norm_usable(
-            torch.zeros(2, 1 << 14), torch.zeros(2, 1 << 14), torch.ones(1 << 14), torch.nn.LayerNorm(1 << 14)
-        )
-        and not scaled_residual_norm_usable(torch.zeros(2, 8), torch.zeros(2, 8), torch.ones(8), torch.nn.LayerNorm(4))
-        and not scaled_residual_norm_usable(
-            torch.zeros(2, 8, dtype=torch.float64), torch.zeros(2, 8, dtype=torch.float64), torch.ones(8),
-            torch.nn.LayerNorm(8),
-        )
-    )  # fmt: skip
+        usable(1280)
+        and not usable(1 << 14)  # wider than a row held in registers
+        and not usable(8, norm_width=4)
+        and not usable(8, torch.float32)  # bf16 activations only
+        and not usable(8, torch.float16)
+    )
 
 
 def blocks_case(results: dict) -> None:
@@ -82,13 +86,14 @@ def blocks_case(results: dict) -> None:
     )
     torch.manual_seed(1)
     blocks = torch.nn.ModuleList(RadioBlock(config) for _ in range(3))
+    blocks = blocks.bfloat16()
     with torch.no_grad():
         for block in blocks:
             block.layer_scale1.lambda1.uniform_(0.5, 1.5)
             block.layer_scale2.lambda1.uniform_(0.5, 1.5)
             block.norm1.bias.normal_(0, 0.1)
             block.norm2.bias.normal_(0, 0.1)
-        hidden = torch.randn(2, 9, 32)
+        hidden = torch.randn(2, 9, 32).bfloat16()
         reference = hidden
         for block in blocks:
             reference = block(reference)
