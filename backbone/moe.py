@@ -50,8 +50,13 @@ class TopKRouter(nn.Module):
 
     def record_load(self, indices: torch.Tensor, token_mask: torch.Tensor | None) -> None:
         """Add this forward's choices (of real tokens only) to `routed_tokens`; no host synchronisation."""
-        chosen = indices if token_mask is None else indices[token_mask.reshape(-1).bool()]
-        counts = torch.bincount(chosen.reshape(-1), minlength=self.num_experts).float()
+        flat = indices.reshape(-1)
+        if token_mask is None:
+            ones = torch.ones(flat.shape, dtype=torch.float32, device=flat.device)
+        else:  # each token's k choices count as its mask says
+            ones = token_mask.reshape(-1, 1).float().expand(-1, indices.shape[-1]).reshape(-1)
+        counts = torch.zeros(self.num_experts, dtype=torch.float32, device=flat.device)
+        counts.scatter_add_(0, flat, ones)
         self.routed_tokens = counts if self.routed_tokens is None else self.routed_tokens + counts
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - torch's signature
@@ -131,7 +136,9 @@ def experts_grouped(
     flat = indices.reshape(-1)
     order = torch.argsort(flat, stable=True)
     token_of = order // top_k
-    counts = torch.bincount(flat, minlength=num_experts)
+    # scatter_add_ rather than bincount: on CUDA bincount reads the largest index back to the host
+    counts = torch.zeros(num_experts, dtype=torch.long, device=flat.device)
+    counts.scatter_add_(0, flat, torch.ones_like(flat))
     routed = x[token_of]
     if use_grouped_mm:
         offsets = counts.cumsum(0).to(torch.int32)

@@ -17,6 +17,7 @@ Smoke run on the CPU (times are CPU times): ... --tiny --device cpu
 from __future__ import annotations
 
 import argparse
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,17 +106,43 @@ def _kernels(event: Any) -> int:
 
 
 def per_range(events: list, on_gpu: bool) -> dict[str, list[float]]:
-    """``label -> [calls, kernels, seconds]`` summed over the labelled ranges' events (GPU time of the
-    kernels launched inside on CUDA, CPU time otherwise)."""
+    """``label -> [calls, kernels, seconds]`` over the labelled ranges: calls from the CPU events; on CUDA
+    the kernels and their GPU time from `kernels_in_spans`, otherwise the ranges' CPU time."""
     table: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
     for event in events:
         if not event.name.startswith(PREFIX) or event.device_type != torch.autograd.DeviceType.CPU:
             continue
         row = table[event.name[len(PREFIX) :]]
         row[0] += 1
-        row[1] += _kernels(event)
-        row[2] += (event.device_time_total if on_gpu else event.cpu_time_total) / 1e6
+        if not on_gpu:
+            row[1] += _kernels(event)
+            row[2] += event.cpu_time_total / 1e6
+    if on_gpu:
+        for label, (count, seconds) in kernels_in_spans(events).items():
+            table[label][1:] = [count, seconds]
     return table
+
+
+def kernels_in_spans(events: list) -> dict[str, tuple[int, float]]:
+    """``label -> (kernels, seconds)``: the kernels that start inside the GPU-timeline span of a range of
+    that label (nested ranges count for each label around them).
+
+    The profiler ties a kernel to a CPU range only when an ATen operator launched it; Triton's kernels are
+    launched by the driver API and are tied to nothing, so the ranges' own GPU time left them out. The
+    spans the profiler draws on the GPU timeline for each range cover every kernel queued inside it.
+    """
+    kernels = sorted((e for e in events if is_kernel(e)), key=lambda e: e.time_range.start)
+    starts = [e.time_range.start for e in kernels]
+    members: dict[str, set[int]] = defaultdict(set)
+    for event in events:
+        if event.device_type == torch.autograd.DeviceType.CUDA and event.name.startswith(PREFIX):
+            lo = bisect_left(starts, event.time_range.start)
+            hi = bisect_right(starts, event.time_range.end)
+            members[event.name[len(PREFIX) :]].update(range(lo, hi))
+    return {
+        label: (len(indices), sum(kernels[i].device_time for i in indices) / 1e6)
+        for label, indices in members.items()
+    }
 
 
 def with_rest(table: dict[str, list[float]]) -> dict[str, list[float]]:

@@ -26,9 +26,11 @@ from .radio_blocks import PACKED_ATTENTION_MODES, RadioBlock, run_blocks
 from .radio_config import RadioConfig
 from .radio_position import cropped_position_embedding
 
-# Tokens per ViT pass over video tubelets: 8 tubelets of a 1,024-patch frame (bounds the activations
-# of long videos), many more of the small frames of short clips.
-VIDEO_PASS_TOKENS = 8192
+# Tokens per ViT pass over video tubelets: 32 tubelets of a 1,024-patch frame, many more of the small
+# frames of short clips. It bounds the activations of long videos (a pass of the ViT-H at this size holds
+# well under 2 GB in bf16) while keeping passes few: each layer of each pass costs the host a fixed time
+# to queue its kernels, and at 8,192 tokens a pass the GPU waited on the host.
+VIDEO_PASS_TOKENS = 32768
 
 
 class PrefixTokens(nn.Module):

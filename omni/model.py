@@ -219,15 +219,17 @@ class OmniModel(nn.Module):
         if pixel_values is not None:
             if image_grid_hw is None:
                 raise InputError("pixel_values given without image_grid_hw")
+            rows = _rows_of(types, IMAGE_TYPE)
             images = torch.cat(self.image_embeddings(pixel_values, image_grid_hw))
-            embeds = _scatter(embeds, types == IMAGE_TYPE, images, "image")
+            embeds = _scatter(embeds, rows, images, "image")
 
         keep = None
         if pixel_values_videos is not None:
+            rows = _rows_of(types, VIDEO_TYPE)
             videos = self.video_embeddings(pixel_values_videos, video_frame_counts, video_grid_thw)
             flat = torch.cat([v.reshape(-1, v.shape[-1]) for v in videos])
+            embeds = _scatter(embeds, rows, flat, "video")
             video_rows = types == VIDEO_TYPE
-            embeds = _scatter(embeds, video_rows, flat, "video")
             rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
             if rate > 0:
                 video_keep = torch.cat([evs_keep_mask(v.float(), rate).reshape(-1) for v in videos])
@@ -235,8 +237,9 @@ class OmniModel(nn.Module):
                 keep[video_rows] = video_keep.to(keep.device)
 
         if input_features is not None:
+            rows = _rows_of(types, AUDIO_TYPE)
             audio = self.audio_embeddings(input_features, input_features_mask, audio_clip_counts)
-            embeds = _scatter(embeds, types == AUDIO_TYPE, audio, "audio")
+            embeds = _scatter(embeds, rows, audio, "audio")
 
         if keep is not None and attention_mask is not None:
             keep &= attention_mask.bool()
@@ -385,9 +388,19 @@ class OmniModel(nn.Module):
         save_omni_checkpoint(self, path, max_shard_bytes=max_shard_bytes)
 
 
+def _rows_of(types: torch.Tensor, kind: int) -> torch.Tensor:
+    """Flat indices of the ``kind`` placeholders of ``types`` [B, L], in order.
+
+    Found before the encoder runs: finding them reads a count back to the host, which then waits only
+    for the embedding lookup, not for the whole encoder (the CPU keeps queueing work ahead of the GPU).
+    """
+    return (types.reshape(-1) == kind).nonzero().reshape(-1)
+
+
 def _scatter(embeds: torch.Tensor, rows: torch.Tensor, features: torch.Tensor, what: str) -> torch.Tensor:
-    """Put ``features`` into the ``rows`` of ``embeds`` (in order), checking the counts agree."""
-    count = int(rows.sum())
+    """Put ``features`` into the flat ``rows`` (from `_rows_of`) of ``embeds`` [B, L, d], in order,
+    checking the counts agree."""
+    count = rows.shape[0]
     if count != features.shape[0]:
         raise InputError(
             f"the prompt has {count} {what} placeholder tokens but the {what} inputs give "
@@ -395,7 +408,7 @@ def _scatter(embeds: torch.Tensor, rows: torch.Tensor, features: torch.Tensor, w
             "with the same settings?)"
         )
     out = embeds.clone()
-    out[rows] = features.to(embeds.dtype)
+    out.view(-1, out.shape[-1]).index_copy_(0, rows, features.to(embeds.dtype))
     return out
 
 

@@ -227,3 +227,36 @@ def test_profile_ttft_counts_kernels_not_its_own_ranges_on_the_gpu_timeline():
     ]
     assert [e.name for e in events if profile_ttft.is_kernel(e)] == ["gemm", "gemm"]
     assert profile_ttft.top_kernels(events, 5) == [("gemm", 2, pytest.approx(0.009))]
+
+
+def test_profile_ttft_gives_each_range_the_kernels_inside_its_gpu_span():
+    """Triton's kernels are tied to no CPU range by the profiler; they still belong to the range whose
+    GPU-timeline span they start in (and to every range around it)."""
+    profile_ttft = _script("profile_ttft")
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+
+    def event(name, device_type, start, end):
+        span = types.SimpleNamespace(start=start, end=end)
+        return types.SimpleNamespace(
+            name=name, device_type=device_type, time_range=span, device_time=end - start
+        )
+
+    events = [
+        event("omni::vision: (all)", cuda, 0, 100),
+        event("omni::vision: Mlp", cuda, 10, 40),
+        event("omni::vision: Mlp", cuda, 60, 70),
+        event("gemm", cuda, 10, 30),  # in the first Mlp span
+        event("_triton_seam", cuda, 31, 35),  # in the first Mlp span, launched by no ATen operator
+        event("_triton_seam", cuda, 45, 55),  # between the Mlp spans: the tower's own
+        event("gemm", cuda, 60, 70),
+        event("gemm", cuda, 200, 210),  # outside every range
+        event("omni::vision: Mlp", cpu, 10, 40),
+        event("omni::vision: Mlp", cpu, 60, 70),
+        event("omni::vision: (all)", cpu, 0, 100),
+    ]
+    spans = profile_ttft.kernels_in_spans(events)
+    assert spans["vision: Mlp"] == (3, pytest.approx(34e-6))
+    assert spans["vision: (all)"] == (4, pytest.approx(44e-6))
+    table = profile_ttft.with_rest(profile_ttft.per_range(events, on_gpu=True))
+    assert table["vision: Mlp"] == [2, 3, pytest.approx(34e-6)]
+    assert table["vision: (rest)"] == [1, 1, pytest.approx(10e-6)]
