@@ -9,11 +9,12 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
-from numerics import rel_err  # noqa: E402
+from numerics import max_ulps, rel_err  # noqa: E402
 
 import backbone.moe  # noqa: E402
 from backbone.kernels.moe_combine_triton import topk_combine_triton  # noqa: E402
 from backbone.kernels.moe_triton import experts_gemv_triton  # noqa: E402
+from backbone.kernels.relu2_triton import BLOCK, relu2_triton  # noqa: E402
 from backbone.moe import experts_grouped, experts_loop  # noqa: E402
 
 
@@ -46,7 +47,26 @@ def main() -> None:
     out = experts_gemv_triton(x, indices, weights, up, down, block_up=8, block_down=4)
     results["strided_input"] = rel_err(out, experts_loop(x, indices, weights, up, down))
     results.update(combine_cases())
+    results.update(relu2_cases())
     print(json.dumps(results))
+
+
+def relu2_cases() -> dict[str, float]:
+    """The squared ReLU against torch's two operations over more than one block and a ragged last block,
+    with NaN, infinities and negatives: 1.0 where every element is the same, and the largest gap in units
+    of the last place (the interpreter truncates the bf16 store where the GPU rounds)."""
+    results = {}
+    g = torch.Generator().manual_seed(11)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        x = (torch.randn(3, BLOCK + 37, generator=g) * 5).to(dtype)
+        x[0, :4] = torch.tensor([float("nan"), -0.0, float("-inf"), float("inf")])
+        out, ref = relu2_triton(x), torch.relu(x).square()
+        same = torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.nan_to_num(), ref.nan_to_num())
+        name = f"relu2/{str(dtype).removeprefix('torch.')}"
+        results[name] = float(same and out.dtype == dtype)
+        finite = ref.isfinite()
+        results[name + "/ulps"] = max_ulps(out[finite], ref[finite])
+    return results
 
 
 def combine_cases() -> dict[str, float]:

@@ -71,3 +71,19 @@ def test_prefill_combine_kernel_matches_reference_and_is_deterministic(monkeypat
     ref = experts_grouped(x, indices, weights, up, down, use_grouped_mm)
     assert fast.dtype == ref.dtype == torch.bfloat16
     assert rel_err(fast, ref) <= 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_squared_relu_is_torchs_bit_for_bit(dtype, monkeypatch):
+    """The experts' activation at a prefill's size ([tokens x top-k, expert width]) through `relu2`'s fast
+    path against the two PyTorch operations."""
+    from backbone.mlp import relu2
+
+    x = (torch.randn(3000 * 6, INNER, device="cuda") * 3).to(dtype)
+    x[0, :3] = torch.tensor([float("nan"), float("-inf"), float("inf")])
+    with torch.no_grad():
+        fast = relu2(x)
+        monkeypatch.setenv(DISABLE_ENV, "1")
+        reference = relu2(x)
+    assert torch.equal(fast.isnan(), reference.isnan())
+    assert torch.equal(fast.nan_to_num(), reference.nan_to_num())

@@ -29,3 +29,13 @@ def test_topk_combine_matches_the_reference_fp32(results, case):
 
 def test_topk_combine_bf16(results):
     assert results["combine_bf16"] <= 1e-2  # one bf16 rounding of the fp32 sum (truncated by the interpreter)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_squared_relu_kernel_is_torchs_bit_for_bit(results, dtype):
+    assert results[f"relu2/{dtype}"] == 1.0
+
+
+def test_squared_relu_kernel_bf16_within_the_interpreters_truncation(results):
+    """Exact on the GPU (test_gpu_moe.py); the interpreter truncates the bf16 store: one unit at most."""
+    assert results["relu2/bfloat16/ulps"] <= 1.0
