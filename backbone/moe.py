@@ -90,7 +90,7 @@ class TopKRouter(nn.Module):
                     self.norm_topk_prob,
                     self.scaling,
                 )
-        scores = F.linear(hidden.float(), self.weight.float()).sigmoid()
+        scores = router_logits(hidden, self.weight).sigmoid()
         choice = scores + self.e_score_correction_bias.float()
         if self.topk_group < self.n_group:
             tokens = choice.shape[0]
@@ -104,6 +104,28 @@ class TopKRouter(nn.Module):
         if self.norm_topk_prob:
             weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
         return weights * self.scaling, indices
+
+
+_MM_HAS_OUT_DTYPE = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 8)
+
+
+def router_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """fp32 router logits ``hidden @ weight.T`` for hidden [T, d], weight [E, d].
+
+    The reference widens both to fp32 and multiplies on CUDA cores. When both are 16-bit (of one
+    dtype) on the fast path, one tensor-core matmul with fp32 output gives the same numbers up to the
+    order of the sums: each product of two 16-bit values is exact in fp32 and the sums are fp32 either
+    way. The fp32 matmul took 6.2 ms of a 16,144-token prefill at full depth (23 MoE layers, an H200).
+    """
+    if (
+        _MM_HAS_OUT_DTYPE
+        and hidden.dim() == 2
+        and hidden.dtype == weight.dtype
+        and hidden.dtype in (torch.bfloat16, torch.float16)
+        and fast_paths_enabled(hidden, weight)
+    ):
+        return torch.mm(hidden, weight.t(), out_dtype=torch.float32)
+    return F.linear(hidden.float(), weight.float())
 
 
 def grouped_mm_usable(x: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> bool:

@@ -87,3 +87,25 @@ def test_squared_relu_is_torchs_bit_for_bit(dtype, monkeypatch):
         reference = relu2(x)
     assert torch.equal(fast.isnan(), reference.isnan())
     assert torch.equal(fast.nan_to_num(), reference.nan_to_num())
+
+
+def test_router_logits_on_tensor_cores_match_the_fp32_matmul(monkeypatch):
+    """bf16 hidden states and router weights: the fp32-output tensor-core matmul against the reference's
+    widened fp32 matmul (only the order of the fp32 sums differs), and the experts chosen from them."""
+    from backbone.moe import router_logits
+
+    g = torch.Generator(device="cuda").manual_seed(5)
+    hidden = torch.randn(16144, WIDTH, generator=g, device="cuda").bfloat16()
+    weight = (torch.randn(EXPERTS, WIDTH, generator=g, device="cuda") / WIDTH**0.5).bfloat16()
+    with torch.no_grad():
+        fast = router_logits(hidden, weight)
+        monkeypatch.setenv(DISABLE_ENV, "1")
+        reference = router_logits(hidden, weight)
+    assert fast.dtype == torch.float32
+    assert rel_err(fast, reference) <= 1e-6
+    # the six experts chosen per token agree except where two scores are within the sums' rounding
+    top_fast, top_ref = fast.topk(6, dim=-1), reference.topk(6, dim=-1)
+    differ = (top_fast.indices.sort(-1).values != top_ref.indices.sort(-1).values).any(-1)
+    sorted_ref = reference.sort(-1, descending=True).values
+    near_tie = (sorted_ref[:, 5] - sorted_ref[:, 6]).abs() <= 1e-5 * sorted_ref.abs().amax(-1)
+    assert not (differ & ~near_tie).any()
