@@ -634,10 +634,12 @@ def limit_memory(device: torch.device, gib: float) -> None:
     """Let torch's allocator hand out at most ``gib`` GiB on ``device`` (a smaller card, emulated)."""
     if device.type != "cuda":
         raise InputError(f"--memory-limit-gib needs a CUDA device, not {device}")
-    total = torch.cuda.get_device_properties(device).total_memory
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
     if gib * GIB > total:
         raise InputError(f"--memory-limit-gib {gib:g}: the device has only {total / GIB:.1f} GiB")
-    torch.cuda.set_per_process_memory_fraction(gib * GIB / total, device)
+    # the fraction's device must carry an index ("cuda" alone is refused)
+    torch.cuda.set_per_process_memory_fraction(gib * GIB / total, index)
 
 
 def _load_reference_or_none(ours: OmniModel, device: torch.device, meta: dict[str, Any]) -> Any:

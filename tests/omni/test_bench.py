@@ -115,6 +115,22 @@ def test_memory_limit_needs_a_gpu_and_a_positive_size(capsys):
     assert "needs a CUDA device" in capsys.readouterr().err
 
 
+def test_memory_limit_hands_torch_a_device_index(monkeypatch):
+    """torch's per-process fraction refuses a bare "cuda" device (it wants an index): an H200 run of
+    `--memory-limit-gib 78` failed so; the fraction is the limit over the card's memory."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda index: types.SimpleNamespace(total_memory=140 * 2**30)
+    )
+    monkeypatch.setattr(
+        torch.cuda, "set_per_process_memory_fraction", lambda fraction, index: calls.append((fraction, index))
+    )
+    ttft.limit_memory(torch.device("cuda"), 70)
+    ttft.limit_memory(torch.device("cuda:1"), 35)
+    assert calls == [(0.5, 0), (0.25, 1)]
+
+
 def test_bench_all_writes_both_results(tmp_path, one_thread):
     out = tmp_path / "all.json"
     argv = ["bench", "all", "--tiny", "--device", "cpu", "--skip-reference", "--prompt", "8", "--new", "3"]
