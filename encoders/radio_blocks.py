@@ -130,32 +130,12 @@ def _fused_seams_usable(blocks: Sequence[RadioBlock], hidden: torch.Tensor) -> b
     return scaled_residual_norm_usable(hidden, hidden, first.layer_scale1.lambda1, first.norm2)
 
 
-def _mlp(mlp: Mlp, hidden: torch.Tensor) -> torch.Tensor:
-    """timm's ``Mlp`` on the fast path: its exact GELU as one Triton pass (the same numbers as
-    ``nn.GELU``) where the MLP is the plain fc1 -> GELU -> fc2 (no norm, no active dropout)."""
-    plain = (
-        isinstance(mlp.act, nn.GELU)
-        and mlp.act.approximate == "none"
-        and isinstance(mlp.norm, nn.Identity)
-        and not (mlp.training and (mlp.drop1.p or mlp.drop2.p))
-    )
-    if not plain:
-        return mlp(hidden)
-    from .gelu_triton import gelu_triton, gelu_usable
-
-    inner = mlp.fc1(hidden)
-    if not gelu_usable(inner):
-        return mlp(hidden)
-    return mlp.fc2(gelu_triton(inner))
-
-
 def run_blocks(
     blocks: Sequence[RadioBlock], hidden: torch.Tensor, seq_lengths: Sequence[int] | None = None
 ) -> torch.Tensor:
-    """``blocks`` in turn over ``hidden``. On CUDA in bf16 inference, each scaled residual add and the
-    LayerNorm after it (``norm2`` of the same block, ``norm1`` of the next) run as one Triton kernel, and the
-    MLP's GELU as another; the sum is rounded as the separate operations round it, so only the norms' last
-    bits may differ."""
+    """``blocks`` in turn over ``hidden``. On CUDA in inference, each scaled residual add and the LayerNorm
+    after it (``norm2`` of the same block, ``norm1`` of the next) run as one Triton kernel; the sum is
+    rounded as the separate operations round it, so only the norms' last bits may differ."""
     if not _fused_seams_usable(blocks, hidden):
         for block in blocks:
             hidden = block(hidden, seq_lengths)
@@ -167,7 +147,7 @@ def run_blocks(
         hidden, normed = seam(
             hidden, block.attn(normed, seq_lengths), block.layer_scale1.lambda1, block.norm2
         )
-        branch = _mlp(block.mlp, normed)
+        branch = block.mlp(normed)
         if index + 1 < len(blocks):
             hidden, normed = seam(hidden, branch, block.layer_scale2.lambda1, blocks[index + 1].norm1)
         else:

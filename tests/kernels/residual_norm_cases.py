@@ -18,7 +18,6 @@ import torch  # noqa: E402
 from numerics import max_ulps, rel_err  # noqa: E402
 
 from encoders import radio_blocks  # noqa: E402
-from encoders.gelu_triton import BLOCK, gelu_triton  # noqa: E402
 from encoders.radio_blocks import RadioBlock, run_blocks  # noqa: E402
 from encoders.radio_config import RadioConfig  # noqa: E402
 from encoders.residual_norm_triton import (  # noqa: E402
@@ -109,22 +108,8 @@ def blocks_case(results: dict) -> None:
     results["blocks/cpu_not_fused"] = float(not radio_blocks._fused_seams_usable(blocks, hidden))
 
 
-def gelu_cases(results: dict) -> None:
-    """The GELU kernel against ``F.gelu`` over more than one block and a ragged last block."""
-    g = torch.Generator().manual_seed(3)
-    for dtype in (torch.float32, torch.bfloat16):
-        x = (torch.randn(3, BLOCK + 77, generator=g) * 4).to(dtype)
-        x[0, :3] = torch.tensor([-12.0, 12.0, 0.0])
-        out, ref = gelu_triton(x), torch.nn.functional.gelu(x)
-        name = f"gelu/{str(dtype).removeprefix('torch.')}"
-        results[name + "/abs"] = (out.float() - ref.float()).abs().max().item()
-        results[name + "/rel"] = rel_err(out, ref)
-        results[name + "/dtype_shape"] = float(out.dtype == dtype and out.shape == x.shape)
-
-
 if __name__ == "__main__":
     out: dict = {}
-    gelu_cases(out)
     seam_cases(out)
     blocks_case(out)
     json.dump(out, sys.stdout)

@@ -32,11 +32,3 @@ def test_blocks_through_the_fused_seams_match_block_by_block(results):
     assert results["blocks/fused"] <= 1e-2, results["blocks/fused"]
     assert results["blocks/packed"] <= 1e-2, results["blocks/packed"]
     assert results["blocks/cpu_not_fused"] == 1.0
-
-
-def test_gelu_kernel_matches_torch(results):
-    """The interpreter's erf is not CUDA's, and where 1 + erf(x / sqrt 2) cancels (x well below 0) the last
-    bits differ, so here only closeness; the GPU test asks for the same bits."""
-    assert results["gelu/float32/abs"] <= 4e-6, results["gelu/float32/abs"]
-    assert results["gelu/bfloat16/rel"] <= 2**-7, results["gelu/bfloat16/rel"]
-    assert results["gelu/float32/dtype_shape"] == results["gelu/bfloat16/dtype_shape"] == 1.0
