@@ -113,9 +113,11 @@ def router_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """fp32 router logits ``hidden @ weight.T`` for hidden [T, d], weight [E, d].
 
     The reference widens both to fp32 and multiplies on CUDA cores. When both are 16-bit (of one
-    dtype) on the fast path, one tensor-core matmul with fp32 output gives the same numbers up to the
-    order of the sums: each product of two 16-bit values is exact in fp32 and the sums are fp32 either
-    way. The fp32 matmul took 6.2 ms of a 16,144-token prefill at full depth (23 MoE layers, an H200).
+    dtype) on the fast path, one tensor-core matmul with fp32 output takes the same products (each
+    product of two 16-bit values is exact in fp32) and sums them in the tensor cores' fp32, which on
+    Hopper is not quite IEEE: 3e-6 relative difference from the fp32 matmul on an H200, thirty times
+    below a bf16 unit. It was 8.7 times faster there ([16144, 2688] x 128 experts: 0.042 against 0.365
+    ms), about 7 ms of a 16,144-token prefill at full depth.
     """
     if (
         _MM_HAS_OUT_DTYPE

@@ -37,9 +37,12 @@ def test_seam_sum_is_exact_and_norm_within_two_ulps(rows):
         normed_ref = norm(new_ref)
     new, normed = scaled_residual_norm_triton(x, y, gamma, norm)
     assert torch.equal(new, new_ref)
-    # fp32 statistics summed in another order than PyTorch's; where the bias nearly cancels a value the
-    # last bits of the bf16 result may then differ by two units (an H200: 2.0 at 4,099 rows)
-    assert max_ulps(normed, normed_ref) <= 2.0
+    # fp32 statistics summed in another order than PyTorch's: the fp32 results differ in their last bits
+    # relative to the normalised value before the bias. Where the bias nearly cancels that value the bf16
+    # result is small and the gap is many of its own units (16 on an H200), so the bound is one bf16 unit
+    # of the value before the bias.
+    before_bias = (normed_ref.float() - norm.bias.float()).abs()
+    assert ((normed.float() - normed_ref.float()).abs() <= 2**-8 * before_bias + 1e-6).all()
     assert rel_err(normed, normed_ref) <= 2e-3
 
 
