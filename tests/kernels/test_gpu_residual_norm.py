@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 import torch
-from numerics import max_ulps, rel_err
+from numerics import rel_err
 
 from encoders import radio_blocks
 from encoders.radio_blocks import DISABLE_FAST_PATHS_ENV, RadioBlock, run_blocks
