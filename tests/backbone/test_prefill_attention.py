@@ -1,0 +1,64 @@
+"""Long causal prefills on cuDNN's attention: the padding to a length bucket leaves every real row as it
+was, and the rule that picks cuDNN (CUDA, 16-bit, inference, long, a layer's second prefill of a bucket)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backbone import attention
+from backbone.attention import CUDNN_BUCKET, CUDNN_MIN_LENGTH, padded_causal_attention
+
+
+@pytest.mark.parametrize("length, bucket", [(37, 16), (48, 16), (5, 64)])
+def test_padding_to_a_bucket_keeps_the_causal_rows(length, bucket):
+    g = torch.Generator().manual_seed(length)
+    q = torch.randn(2, 4, length, 8, generator=g)
+    k, v = torch.randn(2, 2, length, 8, generator=g), torch.randn(2, 2, length, 8, generator=g)
+    out = padded_causal_attention(q, k, v, 0.3, bucket)
+    ref = F.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), is_causal=True, scale=0.3
+    )
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def _fake(length: int, heads: int = 32, dtype=torch.bfloat16, cuda: bool = True, grad: bool = False):
+    """What the rule reads of a [1, heads, length, 128] tensor, without a GPU."""
+    return types.SimpleNamespace(
+        is_cuda=cuda, dtype=dtype, shape=(1, heads, length, 128), requires_grad=grad, device="cuda:0"
+    )
+
+
+@pytest.fixture
+def fresh_counts(monkeypatch):
+    monkeypatch.setattr(attention, "_BUCKETS_SEEN", {})
+    monkeypatch.delenv(attention.DISABLE_ENV, raising=False)
+
+
+def test_cudnn_from_a_layers_second_prefill_of_a_bucket(fresh_counts):
+    usable = attention._cudnn_prefill_usable
+    q, kv = _fake(16144), _fake(16144, heads=2)
+    assert not usable(q, kv, kv, layer_index=3)  # a one-off length stays on the flash kernel
+    assert not usable(q, kv, kv, layer_index=9)  # another layer of the same first prefill
+    assert usable(q, kv, kv, layer_index=3)  # the next prefill of that bucket
+    other = _fake(16144 - CUDNN_BUCKET // 2)  # a shorter prompt in the same bucket of 1,024
+    assert usable(other, _fake(other.shape[2], heads=2), _fake(other.shape[2], heads=2), layer_index=9)
+
+
+def test_cudnn_never_for_short_cpu_fp32_or_training_prefills(fresh_counts, monkeypatch):
+    usable = attention._cudnn_prefill_usable
+    for q in (
+        _fake(CUDNN_MIN_LENGTH - 1),
+        _fake(16144, cuda=False),
+        _fake(16144, dtype=torch.float32),
+        _fake(16144, grad=True),
+    ):
+        kv = _fake(q.shape[2], heads=2, dtype=q.dtype, cuda=q.is_cuda)
+        assert not any(usable(q, kv, kv, layer_index=0) for _ in range(3))
+    monkeypatch.setenv(attention.DISABLE_ENV, "1")
+    q, kv = _fake(16144), _fake(16144, heads=2)
+    assert not any(usable(q, kv, kv, layer_index=0) for _ in range(3))
