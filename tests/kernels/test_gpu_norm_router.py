@@ -86,10 +86,12 @@ def test_router_matches_reference(monkeypatch, dtype, tokens, norm_topk_prob):
 
 
 def test_router_prefill_and_groups_keep_the_reference(monkeypatch):
-    """More than 64 tokens, or group-limited selection, run the PyTorch code whatever the switch."""
-    for router, tokens in (
-        (_router(torch.bfloat16), 65),
-        (_router(torch.float32, n_group=8, topk_group=4), 5),
+    """More than 64 tokens, or group-limited selection, skip the Triton router kernels: fp32 runs the
+    PyTorch code whatever the switch; a bf16 prefill only takes its logits from a tensor-core matmul
+    (`router_logits`), so its weights agree to a few fp32 units and its choices are the same."""
+    for router, tokens, exact in (
+        (_router(torch.bfloat16), 65, False),
+        (_router(torch.float32, n_group=8, topk_group=4), 5, True),
     ):
         hidden = torch.randn(tokens, 2688, device="cuda").to(router.weight.dtype)
         with torch.no_grad():
@@ -97,7 +99,11 @@ def test_router_prefill_and_groups_keep_the_reference(monkeypatch):
             fast = router(hidden)
             monkeypatch.setenv(DISABLE_ENV, "1")
             ref = router(hidden)
-        assert torch.equal(fast[0], ref[0]) and torch.equal(fast[1], ref[1])
+        assert torch.equal(fast[1], ref[1])
+        if exact:
+            assert torch.equal(fast[0], ref[0])
+        else:
+            torch.testing.assert_close(fast[0], ref[0], rtol=1e-5, atol=1e-6)
 
 
 def test_norm_and_router_replay_in_a_cuda_graph():

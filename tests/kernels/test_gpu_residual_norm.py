@@ -38,12 +38,13 @@ def test_seam_sum_is_exact_and_norm_within_two_ulps(rows):
     new, normed = scaled_residual_norm_triton(x, y, gamma, norm)
     assert torch.equal(new, new_ref)
     # fp32 statistics summed in another order than PyTorch's: the fp32 results differ in their last bits
-    # relative to the normalised value before the bias. Where the bias nearly cancels that value the bf16
-    # result is small and the gap is many of its own units (16 on an H200), so the bound is one bf16 unit
-    # of the value before the bias.
+    # relative to the normalised value before the bias, and the bf16 roundings may then land a unit
+    # apart. Where the bias nearly cancels that value the bf16 result is small and the gap is many of its
+    # own units (16 on an H200), so the bound is a unit of the result plus one of the value before the bias.
     before_bias = (normed_ref.float() - norm.bias.float()).abs()
-    assert ((normed.float() - normed_ref.float()).abs() <= 2**-8 * before_bias + 1e-6).all()
-    assert rel_err(normed, normed_ref) <= 2e-3
+    gap = (normed.float() - normed_ref.float()).abs()
+    assert (gap <= 2**-7 * normed_ref.float().abs() + 2**-8 * before_bias + 1e-6).all()
+    assert rel_err(normed, normed_ref) <= 2**-7  # a unit at the largest value (an H200: 2**-8)
 
 
 def _blocks(count: int, width: int, dtype: torch.dtype) -> torch.nn.ModuleList:
