@@ -176,3 +176,13 @@ def test_bias_updates_even_out_a_skewed_router():
     after = spread()
     assert before > 2.5 and after < 1.4, (before, after)
     assert (router.e_score_correction_bias[:2] < 0.3).all()
+
+
+def test_squared_relu_kernel_only_for_tensors_large_enough_to_gain():
+    pytest.importorskip("triton")
+    from backbone.kernels.relu2_triton import MIN_ELEMENTS, relu2_usable
+
+    assert not relu2_usable(torch.zeros(8, 3712, dtype=torch.bfloat16))  # a decode step's shared expert
+    assert relu2_usable(torch.zeros(MIN_ELEMENTS // 1856 + 1, 1856, dtype=torch.bfloat16))
+    assert not relu2_usable(torch.zeros(4096, 1856, dtype=torch.bfloat16)[:, :1000])  # not contiguous
+    assert not relu2_usable(torch.zeros(4096, 1856, dtype=torch.float64))
