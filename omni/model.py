@@ -215,31 +215,30 @@ class OmniModel(nn.Module):
             labels = labels.to(self.device)
         embeds = self.get_input_embeddings()(input_ids)
         types = self._placeholder_types(input_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
+        # every modality's placeholder rows, found before any encoder runs (see `_rows_of`)
+        given = {IMAGE_TYPE: pixel_values, VIDEO_TYPE: pixel_values_videos, AUDIO_TYPE: input_features}
+        rows = {kind: _rows_of(types, kind) for kind, inputs in given.items() if inputs is not None}
 
         if pixel_values is not None:
             if image_grid_hw is None:
                 raise InputError("pixel_values given without image_grid_hw")
-            rows = _rows_of(types, IMAGE_TYPE)
             images = torch.cat(self.image_embeddings(pixel_values, image_grid_hw))
-            embeds = _scatter(embeds, rows, images, "image")
+            embeds = _scatter(embeds, rows[IMAGE_TYPE], images, "image")
 
         keep = None
         if pixel_values_videos is not None:
-            rows = _rows_of(types, VIDEO_TYPE)
             videos = self.video_embeddings(pixel_values_videos, video_frame_counts, video_grid_thw)
             flat = torch.cat([v.reshape(-1, v.shape[-1]) for v in videos])
-            embeds = _scatter(embeds, rows, flat, "video")
-            video_rows = types == VIDEO_TYPE
+            embeds = _scatter(embeds, rows[VIDEO_TYPE], flat, "video")
             rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
             if rate > 0:
                 video_keep = torch.cat([evs_keep_mask(v.float(), rate).reshape(-1) for v in videos])
                 keep = torch.ones_like(input_ids, dtype=torch.bool)
-                keep[video_rows] = video_keep.to(keep.device)
+                keep.view(-1)[rows[VIDEO_TYPE]] = video_keep.to(keep.device)
 
         if input_features is not None:
-            rows = _rows_of(types, AUDIO_TYPE)
             audio = self.audio_embeddings(input_features, input_features_mask, audio_clip_counts)
-            embeds = _scatter(embeds, rows, audio, "audio")
+            embeds = _scatter(embeds, rows[AUDIO_TYPE], audio, "audio")
 
         if keep is not None and attention_mask is not None:
             keep &= attention_mask.bool()
