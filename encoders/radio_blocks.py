@@ -5,10 +5,14 @@ Module and parameter names follow the checkpoint (``norm1``, ``attn.qkv``, ``att
 
 Several images of different sizes travel through the linear layers as one packed sequence
 ``[1, Σ tokens, hidden]``; only attention needs to know where one image ends and the next begins.
-That is :func:`packed_attention`, the single place a varlen kernel (flash-attention's
-``flash_attn_varlen_func`` or a flex-attention block mask on CUDA) plugs in later. On CPU the
-per-image loop is used: it skips the cross-image blocks a block-diagonal mask would still compute and
-lets each call take PyTorch's memory-efficient CPU SDPA kernel (no ``L × L`` score matrix).
+That is :func:`packed_attention`. By default each image attends on its own, which skips the
+cross-image blocks a block-diagonal mask would still compute and keeps PyTorch's memory-efficient SDPA
+kernels (no ``L × L`` score matrix). Consecutive images of one size (the pages of a document, the
+tiles of a training batch) go in one call with the images along the batch dimension: the same numbers,
+in fewer and fuller kernel launches. On an H200 (16 heads of 80, cuDNN) 8 pages of 3,082 tokens took
+1.07 ms a layer against 1.54 ms one page at a time, and 32 images of 1,034 tokens 0.58 against 1.40 ms.
+A varlen kernel was measured for images of mixed sizes and not taken: torch's flash kernel over 12
+packed images of 266 to 4,106 tokens took 1.29 ms, against 1.16 ms one image at a time on cuDNN.
 """
 
 from __future__ import annotations
@@ -49,16 +53,38 @@ def packed_attention(
     if seq_lengths is None or len(seq_lengths) == 1:
         return attention(query, key, value)
     if mode == "per_image":
-        pieces = zip(
-            query.split(list(seq_lengths), dim=2),
-            key.split(list(seq_lengths), dim=2),
-            value.split(list(seq_lengths), dim=2),
-        )
-        return torch.cat([attention(q, k, v) for q, k, v in pieces], dim=2)
+        pieces = [_attend_run(query, key, value, *run) for run in equal_runs(seq_lengths)]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
     if mode == "block_diagonal":
         mask = block_diagonal_mask(seq_lengths, device=query.device)
         return attention(query, key, value, attn_mask=mask)
     raise ValueError(f"unknown packed attention mode {mode!r} (use one of {PACKED_ATTENTION_MODES})")
+
+
+def equal_runs(seq_lengths: Sequence[int]) -> list[tuple[int, int, int]]:
+    """``(start, count, length)`` of each run of consecutive equal lengths, in order."""
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    for length in seq_lengths:
+        if runs and runs[-1][2] == length:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, length)
+        else:
+            runs.append((start, 1, length))
+        start += length
+    return runs
+
+
+def _attend_run(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, start: int, count: int, length: int
+) -> torch.Tensor:
+    """Attention of ``count`` consecutive packed sequences of ``length`` tokens each, from ``start``, in
+    one call with the sequences along the batch dimension (``[1, H, L, D]`` views in and out)."""
+
+    def batched(tensor: torch.Tensor) -> torch.Tensor:  # [1, H, count * length, D] -> [count, H, length, D]
+        return tensor[0, :, start : start + count * length].unflatten(1, (count, length)).transpose(0, 1)
+
+    out = attention(batched(query), batched(key), batched(value))
+    return out.transpose(0, 1).flatten(1, 2).unsqueeze(0)
 
 
 class RadioAttention(nn.Module):

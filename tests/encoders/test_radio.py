@@ -341,3 +341,33 @@ def test_video_needs_a_video_embedder(encoder):
     assert "radio_model.model.patch_generator.video_embedder.weight" not in image_only.state_dict()
     with pytest.raises(EncoderInputError, match="no video embedder"):
         image_only.encode_video(torch.randn(2, 3, 8, 8))
+
+
+def test_runs_of_equal_lengths():
+    from encoders.radio_blocks import equal_runs
+
+    assert equal_runs([5, 5, 3, 3, 3, 5]) == [(0, 2, 5), (10, 3, 3), (19, 1, 5)]
+    assert equal_runs([7]) == [(0, 1, 7)]
+
+
+def test_packed_attention_batches_equal_runs_with_the_numbers_of_one_at_a_time(monkeypatch):
+    """Pages of one size attend in one batched call; each still sees only itself."""
+    from encoders import radio_blocks
+
+    torch.manual_seed(0)
+    lengths = [4, 4, 4, 7, 4, 4]
+    qkv = torch.randn(1, sum(lengths), 3, 2, 8)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    calls = []
+    real = radio_blocks.attention
+    monkeypatch.setattr(radio_blocks, "attention", lambda *a: calls.append(a[0].shape) or real(*a))
+    got = radio_blocks.packed_attention(q, k, v, lengths)
+    assert calls == [(3, 2, 4, 8), (1, 2, 7, 8), (2, 2, 4, 8)]
+    one_at_a_time = torch.cat(
+        [
+            torch.nn.functional.scaled_dot_product_attention(a, b, c)
+            for a, b, c in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
+        ],
+        dim=2,
+    )
+    torch.testing.assert_close(got, one_at_a_time, rtol=1e-6, atol=1e-6)
