@@ -276,3 +276,16 @@ def test_profile_ttft_gives_each_range_the_kernels_inside_its_gpu_span():
     table = profile_ttft.with_rest(profile_ttft.per_range(events, on_gpu=True))
     assert table["vision: Mlp"] == [2, 3, pytest.approx(34e-6)]
     assert table["vision: (rest)"] == [1, 1, pytest.approx(10e-6)]
+
+
+def test_bench_pages_times_batched_single_and_transformers(tmp_path, capsys, one_thread):
+    bench_pages = _script("bench_pages")
+    out = tmp_path / "pages.json"
+    result = bench_pages.main(["--tiny", "--device", "cpu", "--repeats", "1", "--json", str(out)])
+    assert list(result["rows"]) == list(bench_pages.TINY_CASES)
+    for row in result["rows"].values():
+        for key in ("ours_s", "ours_one_at_a_time_s", "transformers_s", "transformers_over_ours"):
+            _positive(row | {"case": "pages"}, key)
+        assert row["max_rel_diff"] <= 1e-6  # batching pages changes no number
+    assert json.loads(out.read_text())["rows"].keys() == result["rows"].keys()
+    assert "one at a time ms" in capsys.readouterr().out
