@@ -165,6 +165,30 @@ def is_kernel(event: Any) -> bool:
     return event.device_type == torch.autograd.DeviceType.CUDA and not event.name.startswith(PREFIX)
 
 
+def gpu_timeline(events: list) -> dict[str, float]:
+    """Seconds from the first kernel's start to the last one's end (``span_s``), the time at least one
+    kernel ran (``busy_s``), the idle rest (``idle_s``) and how much of it lay in gaps of 50 µs or more
+    (``idle_long_s``): whether the case waits on the host or on its kernels."""
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in events if is_kernel(e))
+    if not kernels:
+        return {"span_s": 0.0, "busy_s": 0.0, "idle_s": 0.0, "idle_long_s": 0.0}
+    busy = idle_long = 0.0
+    end = kernels[0][0]
+    for start, stop in kernels:
+        gap = start - end
+        if gap >= 50:
+            idle_long += gap
+        busy += max(0, stop - max(start, end))
+        end = max(end, stop)
+    span = end - kernels[0][0]
+    return {
+        "span_s": span / 1e6,
+        "busy_s": busy / 1e6,
+        "idle_s": (span - busy) / 1e6,
+        "idle_long_s": idle_long / 1e6,
+    }
+
+
 def top_kernels(events: list, count: int) -> list[tuple[str, int, float]]:
     """The ``count`` GPU kernels with the most total time: (name, launches, seconds)."""
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
@@ -218,6 +242,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_table(["range", "calls", "kernels", "ms", "share"],
                        [[k, str(int(v[0])), str(int(v[1])), f"{v[2] * 1e3:.2f}", f"{v[2] / total:.1%}"]
                         for k, v in rows]))  # fmt: skip
+    timeline = gpu_timeline(events) if on_gpu else None
+    if timeline:
+        print(f"GPU timeline: {timeline['span_s'] * 1e3:.2f} ms from the first kernel to the last, busy"
+              f" {timeline['busy_s'] * 1e3:.2f} ms, idle {timeline['idle_s'] * 1e3:.2f} ms"
+              f" ({timeline['idle_long_s'] * 1e3:.2f} ms of it in gaps of 50 us or more)")  # fmt: skip
     top = top_kernels(events, args.top) if on_gpu else []
     if top:
         print(
@@ -227,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     result = {"case": case.name, "lm_tokens": tokens, "kernel_s": total, "floor_s": floor,
               "ranges": {k: {"calls": v[0], "kernels": v[1], "seconds": v[2]} for k, v in table.items()},
-              "top_kernels": top}  # fmt: skip
+              "top_kernels": top, "gpu_timeline": timeline}  # fmt: skip
     if args.json:
         write_json(args.json, result)
     return result

@@ -9,10 +9,11 @@ That is :func:`packed_attention`. By default each image attends on its own, whic
 cross-image blocks a block-diagonal mask would still compute and keeps PyTorch's memory-efficient SDPA
 kernels (no ``L × L`` score matrix). Consecutive images of one size (the pages of a document, the
 tiles of a training batch) go in one call with the images along the batch dimension: the same numbers,
-in fewer and fuller kernel launches. On an H200 (16 heads of 80, cuDNN) 8 pages of 3,082 tokens took
-1.07 ms a layer against 1.54 ms one page at a time, and 32 images of 1,034 tokens 0.58 against 1.40 ms.
-A varlen kernel was measured for images of mixed sizes and not taken: torch's flash kernel over 12
-packed images of 266 to 4,106 tokens took 1.29 ms, against 1.16 ms one image at a time on cuDNN.
+in fewer and fuller kernel launches. On an H200 (16 heads of 80, cuDNN; `benchmarks/
+bench_encoder_attention.py`) 8 pages of 3,082 tokens took 1.14 ms a layer against 1.63 ms one page at a
+time, and 32 images of 1,034 tokens 0.65 against 1.51 ms. A varlen kernel was measured for images of
+mixed sizes and not taken: torch's flash kernel over 12 packed images of 266 to 4,106 tokens took
+1.51 ms, against 1.34 ms one image at a time on cuDNN.
 """
 
 from __future__ import annotations

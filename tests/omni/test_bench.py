@@ -289,3 +289,40 @@ def test_bench_pages_times_batched_single_and_transformers(tmp_path, capsys, one
         assert row["max_rel_diff"] <= 1e-6  # batching pages changes no number
     assert json.loads(out.read_text())["rows"].keys() == result["rows"].keys()
     assert "one at a time ms" in capsys.readouterr().out
+
+
+def test_profile_ttft_gpu_timeline_separates_busy_from_idle():
+    profile_ttft = _script("profile_ttft")
+    cuda = torch.autograd.DeviceType.CUDA
+
+    def event(name, start, end):
+        return types.SimpleNamespace(
+            name=name, device_type=cuda, time_range=types.SimpleNamespace(start=start, end=end)
+        )
+
+    events = [
+        event("gemm", 0, 100),
+        event("overlapping", 90, 120),  # counted once where it overlaps
+        event("omni::vision: Mlp", 0, 400),  # a range's span, not a kernel
+        event("short gap", 130, 200),  # 10 us idle before it
+        event("long gap", 300, 400),  # 100 us idle before it
+    ]
+    timeline = profile_ttft.gpu_timeline(events)
+    assert timeline["span_s"] == pytest.approx(400e-6)
+    assert timeline["busy_s"] == pytest.approx(290e-6)
+    assert timeline["idle_s"] == pytest.approx(110e-6)
+    assert timeline["idle_long_s"] == pytest.approx(100e-6)
+    assert profile_ttft.gpu_timeline([])["span_s"] == 0.0
+
+
+def test_bench_encoder_attention_smoke(tmp_path, capsys, one_thread):
+    bench = _script("bench_encoder_attention")
+    result = bench.main(["--tiny", "--device", "cpu", "--repeats", "3", "--json", str(tmp_path / "a.json")])
+    assert list(result["single"]) == list(bench.TINY_SINGLE)
+    for row in result["single"].values():
+        assert row["default"]["ms"] > 0
+    equal = result["packed"]["3 of 20"]
+    assert set(equal) == {"per image", "one batched call"}
+    assert all(way["ms"] > 0 and way["max_rel_diff"] <= 1e-6 for way in equal.values())
+    assert set(result["packed"]["mixed 9..30"]) == {"per image"}  # no batched call for mixed sizes
+    assert "packed images" in capsys.readouterr().out
