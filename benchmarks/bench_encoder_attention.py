@@ -4,7 +4,8 @@
 1. One sequence or one batch of equal sequences, per SDPA backend (cuDNN, flash, memory-efficient), with
    the key count on and off a multiple of 128 (an image's patches alone, and with its 10 prefix tokens;
    a video pass of 32 tubelets).
-2. Packed images, three ways: one call per image (cuDNN), one batched call for images of one size, and
+2. Packed images, three ways: one call per image (cuDNN), one batched call for images of one size
+   (`packed_attention` itself, on cuDNN once the shape recurs), and
    torch's varlen flash kernel (``aten._flash_attention_forward`` with cumulative lengths), for pages of
    one size and for images of mixed sizes; each one's largest difference from the first.
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from encoders.radio_blocks import packed_attention  # noqa: E402
 from omni.bench.common import format_table, sync, timed, write_json  # noqa: E402
 
 HEADS, WIDTH = 16, 80
@@ -102,15 +104,8 @@ def packed_rows(device: torch.device, cases: dict, heads: int, width: int, repea
                 parts = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))  # noqa: B023
                 return torch.cat([F.scaled_dot_product_attention(a, b, c) for a, b, c in parts], 2)
 
-        def batched() -> torch.Tensor:
-            count, length = len(lengths), lengths[0]  # noqa: B023
-
-            def stack(t: torch.Tensor) -> torch.Tensor:
-                return t[0].unflatten(1, (count, length)).transpose(0, 1)
-
-            with sdpa_kernel(chosen):
-                out = F.scaled_dot_product_attention(stack(q), stack(k), stack(v))  # noqa: B023
-            return out.transpose(0, 1).flatten(1, 2)[None]
+        def batched() -> torch.Tensor:  # the package's own path: one call for a run of one size
+            return packed_attention(q, k, v, lengths)  # noqa: B023
 
         def varlen() -> torch.Tensor:
             cum = torch.tensor([0, *lengths], device=device).cumsum(0).to(torch.int32)  # noqa: B023
