@@ -8,7 +8,7 @@ becomes one image item per page, so the template counts the pages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from omni import chat
 from omni.errors import InputError
 from omni.media import load_pdf
 from omni.media_inputs import PreparedVideo, is_file_source, prepare_audio, prepare_image, prepare_video
+from omni.pixels import StreamingResize
 
 VIDEO_LOAD_OPTIONS = ("fps", "num_frames", "max_frames", "start", "end")
 
@@ -31,6 +32,7 @@ class ConversationMedia:
     load: bool = True  # False: only count PDF pages (for rendering the prompt alone)
     video_defaults: dict[str, Any] = field(default_factory=dict)  # load options an item does not set
     audio_source_rate: int | None = None  # rate of audio arrays whose item does not say
+    make_resize: Callable[[], StreamingResize] | None = None  # resize video files' frames as they decode
     images: list[torch.Tensor] = field(default_factory=list)
     videos: list[PreparedVideo] = field(default_factory=list)
     waveforms: list[torch.Tensor] = field(default_factory=list)
@@ -92,6 +94,7 @@ class ConversationMedia:
                     with_sound=bool(item.get("use_audio", self.use_audio_in_video))
                     and is_file_source(source),
                     sampling_rate=self.sampling_rate,
+                    resize=self.make_resize() if self.make_resize is not None else None,
                 )
             )
         else:

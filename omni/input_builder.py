@@ -16,7 +16,7 @@ from omni.audio_inputs import AudioBatch, AudioFeaturizer
 from omni.errors import InputError
 from omni.image_sizing import plan_image_grids, video_frame_grid
 from omni.media_inputs import PreparedVideo
-from omni.pixels import image_patches, resize_normalize
+from omni.pixels import StreamingResize, image_patches, resize_normalize
 from omni.processor_settings import ProcessorSettings
 from omni.prompting import (
     MarkerTokens,
@@ -27,6 +27,30 @@ from omni.prompting import (
     video_blocks,
 )
 from omni.text_tokenizer import TextTokenizer
+
+
+def _frame_grid(height: int, width: int, s: ProcessorSettings) -> tuple[int, int]:
+    """Patch grid ``(rows, cols)`` of a video's frames of ``height x width``."""
+    return video_frame_grid(
+        height,
+        width,
+        target_patches=s.video_target_num_patches,
+        merge=s.merge,
+        keep_aspect_ratio=s.video_maintain_aspect_ratio,
+    )
+
+
+def _same_place(pixels: torch.Tensor, device: torch.device, size: tuple[int, int]) -> bool:
+    """Whether frames resized ahead of time are at ``size`` on ``device`` (a bare ``cuda`` matches
+    the current GPU)."""
+    here = pixels.device
+    wanted = (
+        device.index
+        if device.index is not None
+        else (torch.cuda.current_device() if device.type == "cuda" else None)
+    )
+    return here.type == device.type and here.index == wanted and tuple(pixels.shape[-2:]) == size
+
 
 # token type ids in ``mm_token_type_ids``
 TEXT_TYPE, IMAGE_TYPE, VIDEO_TYPE, AUDIO_TYPE = 0, 1, 2, 3
@@ -218,13 +242,19 @@ class InputBuilder:
 
     @staticmethod
     def _video_grid(video: PreparedVideo, s: ProcessorSettings) -> tuple[int, int]:
-        return video_frame_grid(
-            video.frames.shape[-2],
-            video.frames.shape[-1],
-            target_patches=s.video_target_num_patches,
-            merge=s.merge,
-            keep_aspect_ratio=s.video_maintain_aspect_ratio,
-        )
+        return _frame_grid(video.frames.shape[-2], video.frames.shape[-1], s)
+
+    @staticmethod
+    def streaming_resize(settings: ProcessorSettings, device: torch.device) -> StreamingResize:
+        """A frame sink that resizes a video's frames on ``device`` to their patch grid as they decode,
+        for ``prepare_video(resize=...)``; ``build`` then uses its result instead of resizing again."""
+        s = settings
+
+        def size_for(height: int, width: int) -> tuple[int, int]:
+            rows, cols = _frame_grid(height, width, s)
+            return rows * s.patch_size, cols * s.patch_size
+
+        return StreamingResize(size_for, s.video_mean, s.video_std, device)
 
     def _image_grids(
         self,
@@ -337,16 +367,27 @@ class InputBuilder:
         widths = [cols * s.patch_size for _, cols in grids]
         total = sum(v.frames.shape[0] for v in videos)
         same = len(set(zip(heights, widths))) == 1
-        out = (torch.empty if same else torch.zeros)(
-            total, 3, max(heights), max(widths), dtype=torch.float32, device=device
-        )
-        start = 0
-        for v, h, w in zip(videos, heights, widths):
-            n = v.frames.shape[0]
-            out[start : start + n, :, :h, :w] = resize_normalize(
-                v.frames, h, w, s.video_mean, s.video_std, device=out.device
+        target = torch.device("cpu") if device is None else device
+        done = [
+            v.pixels if v.pixels is not None and _same_place(v.pixels, target, (h, w)) else None
+            for v, h, w in zip(videos, heights, widths)
+        ]
+        if len(videos) == 1 and done[0] is not None:
+            out = done[0]  # resized while it decoded
+        else:
+            out = (torch.empty if same else torch.zeros)(
+                total, 3, max(heights), max(widths), dtype=torch.float32, device=device
             )
-            start += n
+            start = 0
+            for v, pixels, h, w in zip(videos, done, heights, widths):
+                n = v.frames.shape[0]
+                if pixels is not None:
+                    out[start : start + n, :, :h, :w] = pixels
+                else:
+                    resize_normalize(
+                        v.frames, h, w, s.video_mean, s.video_std, out=out[start : start + n, :, :h, :w]
+                    )
+                start += n
         temporal = s.video_temporal_patch_size
         frame_counts = [v.frames.shape[0] for v in videos]
         return {

@@ -19,19 +19,21 @@ from PIL import Image
 
 from omni.errors import InputError
 from omni.media import VideoClip, load_audio, load_image, load_video, load_video_audio
-from omni.pixels import frames_to_tchw, image_to_chw
+from omni.pixels import StreamingResize, frames_to_tchw, image_to_chw
 
 
 @dataclass
 class PreparedVideo:
     """Sampled frames ``[T, 3, H, W]`` (0..255), the source frame rate and sampled frame indices
-    (``None`` when unknown: labels then carry no time), and the sound to add with
-    ``use_audio_in_video`` (``None`` if the video has none)."""
+    (``None`` when unknown: labels then carry no time), the sound to add with
+    ``use_audio_in_video`` (``None`` if the video has none), and the frames already resized and
+    normalised while they decoded (``None`` unless a ``StreamingResize`` was given)."""
 
     frames: torch.Tensor
     fps: float | None
     frame_indices: list[int] | None
     sound: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None
 
 
 def is_file_source(value: Any) -> bool:
@@ -99,21 +101,24 @@ def prepare_video(
     metadata: Any = None,
     with_sound: bool = False,
     sampling_rate: int = 16000,
+    resize: StreamingResize | None = None,
 ) -> PreparedVideo:
     """Video ``index``: a file (sampled with ``load_options``: fps, num_frames, max_frames, start, end),
     an ``omni.media.VideoClip``, or frames in memory. Frames in memory are used as given, with the
     ``fps`` / ``frames_indices`` of ``metadata`` for their labels (none: labels without times), or,
     when ``load_options`` are given, go through ``load_video`` (``fps`` is then their frame rate).
-    ``with_sound`` loads a file's sound track too."""
+    ``with_sound`` loads a file's sound track too. ``resize`` (for files) resizes the frames as they
+    decode; its result becomes ``pixels``."""
     what = f"video {index}"
     options = dict(load_options or {})
     try:
         sound = None
+        streamed = resize if is_file_source(item) else None
         if is_file_source(item):
             source = item
             if with_sound and hasattr(item, "read"):
                 source = item.read()  # read once, decode twice (frames and sound)
-            item = load_video(source, **options)
+            item = load_video(source, **options, on_frames=resize)
             if with_sound:
                 sound = load_video_audio(
                     source, sampling_rate=sampling_rate, start=options.get("start"), end=options.get("end")
@@ -121,9 +126,9 @@ def prepare_video(
         elif options and not isinstance(item, VideoClip):
             item = load_video(item, **options)  # frames in memory at ``fps``, windowed / thinned as asked
         if isinstance(item, VideoClip):
-            return PreparedVideo(
-                frames_to_tchw(item.frames, what), float(item.source_fps), list(item.frame_indices), sound
-            )
+            frames = frames_to_tchw(item.frames, what)
+            pixels = streamed.result(frames) if streamed is not None else None
+            return PreparedVideo(frames, float(item.source_fps), list(item.frame_indices), sound, pixels)
         frames = frames_to_tchw(item, what)
         fps = _metadata_value(metadata, "fps")
         indices = _metadata_value(metadata, "frames_indices")

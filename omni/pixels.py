@@ -8,7 +8,7 @@ a different kernel and is not used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -128,14 +128,17 @@ def resize_normalize(
     mean: Sequence[float],
     std: Sequence[float],
     device: torch.device | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[N, 3, h, w]`` 0..255 -> float32 ``[N, 3, height, width]`` normalised, resized in chunks.
 
     ``device``: where to resize (frames travel there as uint8, chunk by chunk; the result lives there).
+    ``out``: where to write the result (float32 ``[N, 3, height, width]`` on ``device``).
     """
-    device = frames.device if device is None else device
+    device = (frames.device if out is None else out.device) if device is None else device
     scale, shift = _normaliser(mean, std, device)
-    out = torch.empty(frames.shape[0], 3, height, width, dtype=torch.float32, device=device)
+    if out is None:
+        out = torch.empty(frames.shape[0], 3, height, width, dtype=torch.float32, device=device)
     for start in range(0, frames.shape[0], FRAME_CHUNK):
         chunk = frames[start : start + FRAME_CHUNK].to(device).to(torch.float32)
         if chunk.shape[-2:] != (height, width):
@@ -144,6 +147,49 @@ def resize_normalize(
             )
         torch.addcmul(shift, chunk, scale, out=out[start : start + chunk.shape[0]])
     return out
+
+
+class StreamingResize:
+    """Resizes and normalises one video's frames on ``device`` while the rest of it decodes.
+
+    Handed to the decoder as its frame sink (``load_video(on_frames=...)``): each run of frames is
+    sent to ``device`` and its resize queued there as soon as it is decoded, so that on a GPU the
+    resize runs behind the decode instead of after it. ``size_for(height, width)`` gives the target
+    size for frames of that size. The result is the same as :func:`resize_normalize` on the whole clip.
+    """
+
+    def __init__(
+        self,
+        size_for: Callable[[int, int], tuple[int, int]],
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+    ) -> None:
+        self._size_for = size_for
+        self._mean, self._std = tuple(mean), tuple(std)
+        self._device = device
+        self._source: tuple[int, int, int] | None = None  # (total, height, width) of what is being built
+        self._out: torch.Tensor | None = None
+        self._filled: list[bool] = []
+
+    def __call__(self, first: int, frames: torch.Tensor, total: int) -> None:
+        source = (total, frames.shape[-2], frames.shape[-1])
+        if source != self._source:  # first frames, or another decoder's frames of another size
+            height, width = self._size_for(source[1], source[2])
+            self._out = torch.empty(total, 3, height, width, dtype=torch.float32, device=self._device)
+            self._source, self._filled = source, [False] * total
+        assert self._out is not None
+        count = frames.shape[0]
+        target = self._out[first : first + count]
+        resize_normalize(frames, *self._out.shape[-2:], self._mean, self._std, out=target)
+        self._filled[first : first + count] = [True] * count
+
+    def result(self, frames: torch.Tensor) -> torch.Tensor | None:
+        """The resized frames if they are those of ``frames`` (uint8 ``[T, 3, H, W]``), all delivered;
+        else None (the caller then resizes ``frames`` itself)."""
+        if self._source != (frames.shape[0], frames.shape[-2], frames.shape[-1]) or not all(self._filled):
+            return None
+        return self._out
 
 
 def patchify(image: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ adds what batches of several videos and long audio need. See :class:`OmniProcess
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from omni.chat_media import VIDEO_LOAD_OPTIONS, ConversationMedia
 from omni.errors import InputError, raises_input_error
 from omni.input_builder import InputBuilder, ProcessorOutput
 from omni.media_inputs import as_item_list, is_file_source, prepare_audio, prepare_image, prepare_video
+from omni.pixels import StreamingResize
 from omni.processor_settings import ProcessorSettings, load_settings, to_processor_config
 from omni.prompting import MarkerTokens
 from omni.text_tokenizer import TextTokenizer
@@ -218,6 +219,7 @@ class OmniProcessor:
         if metadata and len(metadata) != len(video_items):
             raise InputError(f"video_metadata has {len(metadata)} entries for {len(video_items)} videos")
         prepared_images = [prepare_image(item, i) for i, item in enumerate(image_items)]
+        make_resize = self._streaming_resize(options)
         prepared_videos = [
             prepare_video(
                 item,
@@ -226,6 +228,7 @@ class OmniProcessor:
                 metadata=metadata[i] if metadata else None,
                 with_sound=use_audio_in_video and is_file_source(item),
                 sampling_rate=self.settings.audio_sampling_rate,
+                resize=make_resize() if make_resize is not None else None,
             )
             for i, item in enumerate(video_items)
         ]
@@ -293,6 +296,7 @@ class OmniProcessor:
             load=tokenize,
             video_defaults={k: options[k] for k in VIDEO_LOAD_OPTIONS if options.get(k) is not None},
             audio_source_rate=options.get("sampling_rate"),
+            make_resize=self._streaming_resize(options),
         )
         prompts = [
             chat.render(
@@ -351,6 +355,21 @@ class OmniProcessor:
             )
         return list(texts)
 
+    def _call_settings(self, options: Mapping[str, Any]) -> ProcessorSettings:
+        """The settings with this call's limits applied."""
+        limits = {k: options[k] for k in _LIMITS if k in options}
+        return self.settings.replace(**limits) if limits else self.settings
+
+    def _streaming_resize(self, options: Mapping[str, Any]) -> Callable[[], StreamingResize] | None:
+        """With ``device`` a GPU: a maker of frame sinks that resize each video file's frames there
+        while the rest of it decodes (the GPU works behind the decoder); else None. On the CPU the
+        resize would compete with the decoder's threads for the same cores, so it stays after."""
+        device = _pixel_device(options.get("device"))
+        if device is None or device.type != "cuda":
+            return None
+        settings = self._call_settings(options)
+        return lambda: self.builder.streaming_resize(settings, device)
+
     def _build(
         self,
         texts: list[str],
@@ -361,14 +380,12 @@ class OmniProcessor:
         **kwargs: Any,
     ) -> ProcessorOutput:
         """Hand loaded media to the input builder with this call's limits applied."""
-        limits = {k: options[k] for k in _LIMITS if k in options}
-        settings = self.settings.replace(**limits) if limits else self.settings
         return self.builder.build(
             texts,
             images,
             videos,
             waveforms,
-            settings=settings,
+            settings=self._call_settings(options),
             audio_clip_seconds=options.get("audio_clip_seconds", ...),
             device=_pixel_device(options.get("device")),
             **kwargs,

@@ -18,7 +18,13 @@ from omni.errors import InputError
 from omni.media.deadline import DecodeCancelled, run_with_deadline
 from omni.media.images import load_image
 from omni.media.sources import MediaSource, describe, is_file_like, is_path_like, open_source
-from omni.media.video_decoders import NoVideoStream, TruncatedVideo, decord_available, open_reader
+from omni.media.video_decoders import (
+    FrameSink,
+    NoVideoStream,
+    TruncatedVideo,
+    decord_available,
+    open_reader,
+)
 from omni.media.video_sampling import frame_timestamps, frame_window, sample_frame_indices, uniform_indices
 
 logger = logging.getLogger(__name__)
@@ -167,6 +173,7 @@ def _decode_file(
     start: float | None,
     end: float | None,
     backend: str | None,
+    on_frames: FrameSink | None,
 ) -> VideoClip:
     if backend is not None:
         order = [backend]
@@ -205,7 +212,7 @@ def _decode_file(
                 end=end,
                 name=source.name,
             )
-            frames = reader.read(indices, cancel)
+            frames = reader.read(indices, cancel, on_frames)
         except (InputError, DecodeCancelled):
             raise
         except TruncatedVideo as err:
@@ -241,6 +248,7 @@ def load_video(
     end: float | None = None,
     backend: str | None = None,
     timeout_s: float = 120.0,
+    on_frames: FrameSink | None = None,
 ) -> VideoClip:
     """Sample frames of a video into a :class:`VideoClip`.
 
@@ -254,7 +262,10 @@ def load_video(
     that would exceed ``max_frames`` takes ``max_frames`` frames uniformly; ``num_frames >
     max_frames`` is an error. decord decodes by default (only the sampled frames); PyAV is used
     when decord is missing or fails, or with ``backend="pyav"``. A decode that takes longer than
-    ``timeout_s`` raises ``InputError``.
+    ``timeout_s`` raises ``InputError``. ``on_frames(first, frames, total)`` is called (from the decoding
+    thread) with each run of sampled frames as soon as it is decoded, so that work on them can
+    overlap the rest of the decode; a decoder that fails part-way may be followed by one that hands
+    the same frames again.
 
     Frames in memory: they are the source stream, and ``fps`` is *its* frame rate (default 1.0),
     used for the window and the timestamps (so it may be combined with ``num_frames``); no frames
@@ -263,7 +274,10 @@ def load_video(
     in_memory = isinstance(src, (torch.Tensor, np.ndarray, list, tuple))
     _check_options(fps, num_frames, max_frames, start, end, backend, timeout_s, in_memory)
     if in_memory:
-        return _clip_from_memory(src, fps, num_frames, max_frames, start, end)
+        clip = _clip_from_memory(src, fps, num_frames, max_frames, start, end)
+        if on_frames is not None:
+            on_frames(0, clip.frames, clip.num_frames)
+        return clip
     if not (is_path_like(src) or is_file_like(src) or isinstance(src, (bytes, bytearray, memoryview))):
         raise InputError(
             f"cannot load a video from {type(src).__name__}: pass a path, bytes, a file object, "
@@ -283,6 +297,7 @@ def load_video(
             start=start,
             end=end,
             backend=backend,
+            on_frames=on_frames,
         ),
         timeout_s=float(timeout_s),
         name=source.name,

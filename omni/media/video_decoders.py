@@ -1,15 +1,18 @@
 """Video decoders: decord (random access: decodes only the sampled frames) and PyAV (sequential).
 
 Both expose the same small reader interface: ``total_frames`` and ``fps`` from the container,
-and ``read(indices, cancel)`` returning the frames at those indices as uint8 ``[T, 3, H, W]``.
+and ``read(indices, cancel, sink)`` returning the frames at those indices as uint8 ``[T, 3, H, W]``.
 Frames are written into one preallocated ``[T, H, W, 3]`` buffer as they are decoded, and the
-result is a channels-last view of it (no extra copy of the whole clip).
+result is a channels-last view of it (no extra copy of the whole clip). ``sink``, when given, is
+handed each run of frames as soon as it is in the buffer (see :data:`FrameSink`), so that work on
+them (a resize on a GPU) can start while the rest of the clip decodes.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,11 @@ from omni.media.deadline import check_cancel
 from omni.media.sources import MediaSource
 
 DECORD_CHUNK = 16
+
+FrameSink = Callable[[int, torch.Tensor, int], None]
+"""Called as ``sink(first, frames, total)``: ``frames`` (uint8 ``[n, 3, H, W]``, a view of the decode
+buffer) are the sampled frames ``first .. first + n - 1`` of ``total``. A reader that fails part-way
+may be followed by another that hands the same frames again."""
 
 
 class NoVideoStream(Exception):
@@ -53,7 +61,9 @@ class DecordReader:
         self.total_frames = len(self._reader)
         self.fps = float(self._reader.get_avg_fps())
 
-    def read(self, indices: list[int], cancel: threading.Event) -> torch.Tensor:
+    def read(
+        self, indices: list[int], cancel: threading.Event, sink: FrameSink | None = None
+    ) -> torch.Tensor:
         buffer: np.ndarray | None = None
         for offset in range(0, len(indices), DECORD_CHUNK):
             check_cancel(cancel)
@@ -61,6 +71,8 @@ class DecordReader:
             if buffer is None:
                 buffer = np.empty((len(indices), *batch.shape[1:]), dtype=np.uint8)
             buffer[offset : offset + len(batch)] = batch
+            if sink is not None:
+                sink(offset, _as_clip(buffer[offset : offset + len(batch)]), len(indices))
         assert buffer is not None
         return _as_clip(buffer)
 
@@ -93,7 +105,9 @@ class PyAVReader:
             stream = container.streams.video[0]
             return sum(1 for packet in container.demux(stream) if packet.size)
 
-    def read(self, indices: list[int], cancel: threading.Event) -> torch.Tensor:
+    def read(
+        self, indices: list[int], cancel: threading.Event, sink: FrameSink | None = None
+    ) -> torch.Tensor:
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         slots = {index: slot for slot, index in enumerate(indices)}
@@ -111,6 +125,8 @@ class PyAVReader:
                     buffer = np.empty((len(indices), *rgb.shape), dtype=np.uint8)
                 buffer[slot] = rgb
                 filled += 1
+                if sink is not None:
+                    sink(slot, _as_clip(buffer[slot : slot + 1]), len(indices))
             if position >= last:
                 break
         if buffer is None or filled < len(indices):

@@ -97,12 +97,75 @@ def test_default_backend_is_decord_and_falls_back_to_pyav(media_dir, monkeypatch
     pytest.importorskip("decord")
     assert load_video(media_dir / "clip.mp4", num_frames=2).backend == "decord"
 
-    def broken(self, indices, cancel):
+    def broken(self, indices, cancel, sink=None):
         raise RuntimeError("simulated decord failure")
 
     monkeypatch.setattr(video_module.open_reader.__globals__["DecordReader"], "read", broken)
     clip = load_video(media_dir / "clip.mp4", num_frames=2)
     assert clip.backend == "pyav" and [kit.decoded_index(f) for f in clip.frames.numpy()] == [0, 10]
+
+
+def _gather(calls, total):
+    """The frames handed to a sink, put back in order; fails on a gap or a wrong total."""
+    assert calls and all(count == total for _, _, count in calls)
+    frames = torch.empty(total, *calls[0][1].shape[1:], dtype=torch.uint8)
+    seen = [False] * total
+    for first, chunk, _ in calls:
+        frames[first : first + chunk.shape[0]] = chunk
+        seen[first : first + chunk.shape[0]] = [True] * chunk.shape[0]
+    assert all(seen)
+    return frames
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_frames_reach_the_sink_while_decoding(media_dir, backend):
+    if backend == "decord":
+        pytest.importorskip("decord")
+    calls = []
+    clip = load_video(
+        media_dir / "clip.mp4",
+        fps=10,
+        backend=backend,
+        on_frames=lambda first, frames, total: calls.append((first, frames.clone(), total)),
+    )
+    assert clip.num_frames == 20
+    assert torch.equal(_gather(calls, clip.num_frames), clip.frames)
+    # delivered run by run as the decoder goes, not once at the end
+    limit = video_module.open_reader.__globals__["DECORD_CHUNK"] if backend == "decord" else 1
+    assert len(calls) > 1 and max(chunk.shape[0] for _, chunk, _ in calls) <= limit
+    assert [first for first, _, _ in calls] == sorted(first for first, _, _ in calls)
+
+
+def test_sink_sees_the_fallback_decoder_frames_again(media_dir, monkeypatch):
+    """A decoder that fails part-way is followed by one that hands every frame again."""
+    pytest.importorskip("decord")
+    reader_class = video_module.open_reader.__globals__["DecordReader"]
+    real_read = reader_class.read
+
+    def fails_after_one_run(self, indices, cancel, sink=None):
+        def first_run_then_fail(first, frames, total):
+            sink(first, frames, total)
+            raise RuntimeError("simulated failure after the first run")
+
+        return real_read(self, indices, cancel, first_run_then_fail)
+
+    monkeypatch.setattr(reader_class, "read", fails_after_one_run)
+    calls = []
+    clip = load_video(
+        media_dir / "clip.mp4",
+        fps=10,
+        on_frames=lambda first, frames, total: calls.append((first, frames.clone(), total)),
+    )
+    assert clip.backend == "pyav" and calls[0][0] == 0 and calls[1][0] == 0
+    assert torch.equal(_gather(calls[1:], clip.num_frames), clip.frames)
+
+
+def test_frames_in_memory_reach_the_sink_at_once(kit):
+    frames = torch.from_numpy(np.stack([kit.frame_pixels(i) for i in range(6)])).permute(0, 3, 1, 2)
+    calls = []
+    clip = load_video(frames, num_frames=3, on_frames=lambda *call: calls.append(call))
+    assert len(calls) == 1 and calls[0][0] == 0 and calls[0][2] == 3
+    assert torch.equal(calls[0][1], clip.frames)
 
 
 def test_bytes_and_file_objects(media_dir):
@@ -170,7 +233,7 @@ def test_decode_timeout(media_dir, monkeypatch):
     class StuckReader:
         backend, total_frames, fps = "stuck", 20, 10.0
 
-        def read(self, indices, cancel):
+        def read(self, indices, cancel, sink=None):
             try:
                 while True:
                     check_cancel(cancel)
