@@ -10,6 +10,9 @@ work on an H100). So:
 - in inference a shape takes cuDNN from its second call on (its plan is then built once and reused,
   e.g. every pass over a video's equal frames, or a service seeing the same image sizes); a one-off
   shape stays on the plan-free kernels.
+
+Where the optional FlashAttention 4 package is installed (``encoders.flash4``), plain inference
+attention on Hopper and Blackwell takes it before any of these.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from encoders import flash4
 
 try:
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -60,7 +65,12 @@ def backends_for(query: torch.Tensor, key: torch.Tensor, kwargs: dict[str, Any])
 
 
 def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    """``F.scaled_dot_product_attention(query, key, value, **kwargs)`` on the backends of `backends_for`."""
+    """``F.scaled_dot_product_attention(query, key, value, **kwargs)``: FlashAttention 4 where
+    `flash4.usable`, else SDPA on the backends of `backends_for`."""
+    if flash4.usable(query, key, value, kwargs):
+        out = flash4.attention(query, key, value)
+        if out is not None:
+            return out
     if query.is_cuda and sdpa_kernel is not None:
         context = sdpa_kernel(backends_for(query, key, kwargs), **_PRIORITY)
     else:

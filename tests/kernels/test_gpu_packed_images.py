@@ -19,6 +19,7 @@ pytestmark = [
 
 def test_equal_pages_in_one_call_match_one_at_a_time(monkeypatch):
     monkeypatch.setattr(sdpa, "_SEEN", {})
+    monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "0")  # the SDPA path (FlashAttention 4: test_gpu_flash4)
     torch.manual_seed(0)
     lengths = [1034] * 4 + [522] + [1034] * 2
     qkv = torch.randn(1, sum(lengths), 3, 16, 80, device="cuda", dtype=torch.bfloat16)

@@ -1,0 +1,75 @@
+"""The optional FlashAttention 4 path of the encoders: when it is taken, its layout, and its fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from encoders import flash4, sdpa
+
+
+def _qkv(length: int = 12, grad: bool = False) -> tuple[torch.Tensor, ...]:
+    """q, k, v ``[B, H, L, D]`` as the ViT makes them: strided views of one ``[B, L, 3, H, D]`` tensor."""
+    qkv = torch.randn(2, length, 3, 4, 16, requires_grad=grad)
+    return tuple(qkv.permute(2, 0, 3, 1, 4).unbind(0))
+
+
+def _reference_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, None]:
+    """What the package's ``flash_attn_func`` computes, on ``[B, L, H, D]`` tensors: (out, lse)."""
+    assert q.shape[1] > q.shape[2]  # sequence before heads
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2).contiguous(), None
+
+
+def test_not_taken_on_the_cpu_with_a_mask_or_with_gradients():
+    q, k, v = _qkv()
+    assert not flash4.usable(q, k, v, {})  # a CPU tensor
+    assert not flash4.usable(q, k, v, {"attn_mask": torch.ones(12, 12, dtype=torch.bool)})
+    gq, gk, gv = _qkv(grad=True)
+    assert not flash4.usable(gq, gk, gv, {})
+
+
+def test_the_environment_turns_it_off(monkeypatch):
+    monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "0")
+    assert not flash4.enabled()
+    monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "1")
+    assert flash4.enabled()
+
+
+def test_heads_in_and_out_in_the_sdpa_layout(monkeypatch):
+    monkeypatch.setattr(flash4, "_kernel", lambda: _reference_kernel)
+    q, k, v = _qkv()
+    out = flash4.attention(q, k, v)
+    assert out is not None and out.shape == q.shape
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
+
+
+def test_a_failing_kernel_falls_back_to_sdpa_for_good(monkeypatch, caplog):
+    calls = []
+
+    def broken(q, k, v):
+        calls.append(q.shape)
+        raise RuntimeError("cannot compile this configuration")
+
+    monkeypatch.setattr(flash4, "_kernel", lambda: broken)
+    monkeypatch.setattr(flash4, "_FAILED", set())
+    monkeypatch.setattr(
+        flash4, "usable", lambda q, k, v, kwargs: (q.device, q.dtype, q.shape[-1]) not in flash4._FAILED
+    )
+    q, k, v = _qkv()
+    with torch.no_grad():
+        first = sdpa.attention(q, k, v)
+        second = sdpa.attention(q, k, v)
+    torch.testing.assert_close(first, F.scaled_dot_product_attention(q, k, v))
+    torch.testing.assert_close(second, first)
+    assert len(calls) == 1  # the configuration is not tried again
+    assert "FlashAttention 4 failed" in caplog.text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_other_gpus_keep_sdpa():
+    q, k, v = (t.cuda().to(torch.bfloat16) for t in _qkv())
+    if torch.cuda.get_device_capability()[0] in flash4._ARCHES:
+        pytest.skip("this GPU is one FlashAttention 4 serves")
+    assert not flash4.usable(q, k, v, {})

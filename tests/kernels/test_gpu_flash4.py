@@ -1,0 +1,63 @@
+"""GPU: the encoders' FlashAttention 4 path (``flash-attn-4`` installed, Hopper or Blackwell) against fp32
+attention, as accurate as cuDNN's, and taken by the ViT's attention. Skipped otherwise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from numerics import rel_err
+
+from encoders import flash4, sdpa
+from encoders.radio_blocks import packed_attention
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.fixture(autouse=True)
+def needs_flash4():
+    pytest.importorskip("flash_attn.cute")
+    if torch.cuda.get_device_capability()[0] not in flash4._ARCHES:
+        pytest.skip("FlashAttention 4 serves Hopper and Blackwell")
+
+
+def _vit_views(batch: int, length: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    qkv = torch.randn(batch, length, 3, 16, 80, device="cuda", dtype=torch.bfloat16, generator=generator)
+    return tuple(qkv.permute(2, 0, 3, 1, 4).unbind(0))
+
+
+@pytest.mark.parametrize(("batch", "length"), [(1, 4106), (3, 1018), (2, 77)])
+def test_as_accurate_as_cudnn(batch, length):
+    q, k, v = _vit_views(batch, length)
+    with torch.no_grad():
+        assert flash4.usable(q, k, v, {})
+        ours = flash4.attention(q, k, v)
+        reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+        with sdpa.sdpa_kernel([sdpa.SDPBackend.CUDNN_ATTENTION]):
+            cudnn = F.scaled_dot_product_attention(q, k, v)
+    assert ours is not None and ours.shape == q.shape
+    assert rel_err(ours, reference) <= max(2 * rel_err(cudnn, reference), 2**-9)
+
+
+def test_the_vit_attention_takes_it(monkeypatch):
+    calls = []
+    real = flash4.attention
+    monkeypatch.setattr(flash4, "attention", lambda q, k, v: calls.append(q.shape) or real(q, k, v))
+    lengths = [1034] * 3 + [522]
+    q, k, v = _vit_views(1, sum(lengths), seed=1)
+    with torch.no_grad():
+        got = packed_attention(q, k, v, lengths)
+        pieces = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
+        reference = torch.cat(
+            [F.scaled_dot_product_attention(a.float(), b.float(), c.float()) for a, b, c in pieces], 2
+        )
+    assert len(calls) == 2  # one call for the run of three equal images, one for the last
+    assert rel_err(got, reference) <= 2**-8
+    monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "0")
+    with torch.no_grad():
+        packed_attention(q, k, v, lengths)
+    assert len(calls) == 2
