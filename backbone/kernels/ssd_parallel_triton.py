@@ -24,6 +24,41 @@ import torch
 import triton
 import triton.language as tl
 
+from .ssd_common import block_size, dot_precision, load_tile, program_coords, scan_outputs, store_tile
+
+
+@triton.jit
+def _row_ptr(ptr, b, row, col, s_b, s_l, s_col):
+    """Scalar pointer to (batch b, row, head or group col) of a [b, L, cols, ...] tensor, in 64 bits:
+    large batches and long views pass 2**31 elements."""
+    return ptr + b.to(tl.int64) * s_b + row.to(tl.int64) * s_l + col * s_col
+
+
+@triton.jit
+def _chunk_ptrs(
+    x_ptr, dt_ptr, B_ptr, cum_ptr, pid_bh, b, h, g, chunk_index, num_chunks,
+    sx_b, sx_l, sx_h, sdt_b, sdt_l, sdt_h, sB_b, sB_l, sB_g,
+    CHUNK: tl.constexpr,
+):  # fmt: skip
+    """The chunk's first row and 64-bit pointers to that row of x, dt, B and the running sums c:
+    (first, x_chunk, dt_chunk, B_chunk, cum_chunk). Offsets inside the chunk stay 32-bit."""
+    first = chunk_index * CHUNK
+    x_chunk = _row_ptr(x_ptr, b, first, h, sx_b, sx_l, sx_h)
+    dt_chunk = _row_ptr(dt_ptr, b, first, h, sdt_b, sdt_l, sdt_h)
+    B_chunk = _row_ptr(B_ptr, b, first, g, sB_b, sB_l, sB_g)
+    cum_chunk = cum_ptr + (pid_bh * num_chunks + chunk_index).to(tl.int64) * CHUNK
+    return first, x_chunk, dt_chunk, B_chunk, cum_chunk
+
+
+@triton.jit
+def _chunk_state_tile(
+    states_ptr, b, h, chunk_index, num_chunks, heads, head_dim, dstate, offs_p, offs_n, mask_p, mask_n
+):
+    """Pointers and mask of one program's [p, n] tile of the chunk's state in `states`, [b, chunks, h, p, n]
+    contiguous."""
+    base = ((b * num_chunks + chunk_index) * heads + h).to(tl.int64) * (head_dim * dstate)
+    return states_ptr + base + offs_p[:, None] * dstate + offs_n[None, :], mask_p[:, None] & mask_n[None, :]
+
 
 @triton.jit
 def _chunk_state_kernel(
@@ -38,25 +73,15 @@ def _chunk_state_kernel(
     pid_bh = tl.program_id(0)
     chunk_index = tl.program_id(1)
     pid_p = tl.program_id(2)
-    b = pid_bh // heads
-    h = pid_bh % heads
-    g = h // heads_per_group
-
+    b, h, g, offs_p, offs_n, mask_p, mask_n = program_coords(
+        pid_bh, pid_p, heads, heads_per_group, head_dim, dstate, BLOCK_P, BLOCK_N
+    )
     offs_k = tl.arange(0, BLOCK_K)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_p = offs_p < head_dim
-    mask_n = offs_n < dstate
     A = tl.load(A_ptr + h).to(tl.float32)
-    first = chunk_index * CHUNK
-    # Scalar 64-bit pointers to the chunk's first row (large batches and long views pass 2**31
-    # elements); offsets inside the chunk stay 32-bit.
-    b64 = b.to(tl.int64)
-    row64 = first.to(tl.int64)
-    x_chunk = x_ptr + b64 * sx_b + row64 * sx_l + h * sx_h
-    dt_chunk = dt_ptr + b64 * sdt_b + row64 * sdt_l + h * sdt_h
-    B_chunk = B_ptr + b64 * sB_b + row64 * sB_l + g * sB_g
-    cum_chunk = cum_ptr + (pid_bh * num_chunks + chunk_index).to(tl.int64) * CHUNK
+    first, x_chunk, dt_chunk, B_chunk, cum_chunk = _chunk_ptrs(
+        x_ptr, dt_ptr, B_ptr, cum_ptr, pid_bh, b, h, g, chunk_index, num_chunks,
+        sx_b, sx_l, sx_h, sdt_b, sdt_l, sdt_h, sB_b, sB_l, sB_g, CHUNK,
+    )  # fmt: skip
 
     # Sweep 1: the running sum c of dt * A through the chunk (stored for pass 3) and its total.
     prefix = 0.0
@@ -80,25 +105,14 @@ def _chunk_state_kernel(
         dA = dt * A
         to_end = tl.exp(total - (prefix + tl.cumsum(dA, axis=0))) * dt  # [K]
         prefix += tl.sum(dA, axis=0)
-        x = tl.load(
-            x_chunk + local[:, None] * sx_l + offs_p[None, :] * sx_p,
-            mask=mask_l[:, None] & mask_p[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        Bm = tl.load(
-            B_chunk + local[:, None] * sB_l + offs_n[None, :] * sB_n,
-            mask=mask_l[:, None] & mask_n[None, :],
-            other=0.0,
-        ).to(tl.float32)
+        x = load_tile(x_chunk, local, offs_p, sx_l, sx_p, mask_l, mask_p).to(tl.float32)
+        Bm = load_tile(B_chunk, local, offs_n, sB_l, sB_n, mask_l, mask_n).to(tl.float32)
         contribution = tl.dot(tl.trans(x * to_end[:, None]), Bm, acc=contribution, input_precision=PRECISION)
 
-    # states: [b, chunks, h, p, n] contiguous.
-    base = ((b * num_chunks + chunk_index) * heads + h).to(tl.int64) * (head_dim * dstate)
-    tl.store(
-        states_ptr + base + offs_p[:, None] * dstate + offs_n[None, :],
-        contribution,
-        mask=mask_p[:, None] & mask_n[None, :],
+    state_ptrs, state_mask = _chunk_state_tile(
+        states_ptr, b, h, chunk_index, num_chunks, heads, head_dim, dstate, offs_p, offs_n, mask_p, mask_n
     )
+    tl.store(state_ptrs, contribution, mask=state_mask)
 
 
 @triton.jit
@@ -163,41 +177,25 @@ def _chunk_output_kernel(
     pid_bh = tl.program_id(0)
     chunk_index = tl.program_id(1) // (CHUNK // BLOCK_M)
     m = (tl.program_id(1) % (CHUNK // BLOCK_M)) * BLOCK_M
-    pid_p = tl.program_id(2)
-    b = pid_bh // heads
-    h = pid_bh % heads
-    g = h // heads_per_group
-
+    b, h, g, offs_p, offs_n, mask_p, mask_n = program_coords(
+        pid_bh, tl.program_id(2), heads, heads_per_group, head_dim, dstate, BLOCK_P, BLOCK_N
+    )
     offs_m = tl.arange(0, BLOCK_M)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_p = offs_p < head_dim
-    mask_n = offs_n < dstate
-    first = chunk_index * CHUNK
-    # Scalar 64-bit pointers to the chunk's first row; offsets inside the chunk stay 32-bit.
-    b64 = b.to(tl.int64)
-    row64 = first.to(tl.int64)
-    x_chunk = x_ptr + b64 * sx_b + row64 * sx_l + h * sx_h
-    dt_chunk = dt_ptr + b64 * sdt_b + row64 * sdt_l + h * sdt_h
-    B_chunk = B_ptr + b64 * sB_b + row64 * sB_l + g * sB_g
-    C_chunk = C_ptr + b64 * sC_b + row64 * sC_l + g * sC_g
-    y_chunk = y_ptr + b64 * sy_b + row64 * sy_l + h * sy_h
-    cum_chunk = cum_ptr + (pid_bh * num_chunks + chunk_index).to(tl.int64) * CHUNK
+    first, x_chunk, dt_chunk, B_chunk, cum_chunk = _chunk_ptrs(
+        x_ptr, dt_ptr, B_ptr, cum_ptr, pid_bh, b, h, g, chunk_index, num_chunks,
+        sx_b, sx_l, sx_h, sdt_b, sdt_l, sdt_h, sB_b, sB_l, sB_g, CHUNK,
+    )  # fmt: skip
+    C_chunk = _row_ptr(C_ptr, b, first, g, sC_b, sC_l, sC_g)
+    y_chunk = _row_ptr(y_ptr, b, first, h, sy_b, sy_l, sy_h)
 
     local_m = m + offs_m
     mask_m = first + local_m < length
     cum_m = tl.load(cum_chunk + local_m)  # [M]
-    Cm = tl.load(
-        C_chunk + local_m[:, None] * sC_l + offs_n[None, :] * sC_n,
-        mask=mask_m[:, None] & mask_n[None, :],
-        other=0.0,
+    Cm = load_tile(C_chunk, local_m, offs_n, sC_l, sC_n, mask_m, mask_n)
+    state_ptrs, state_mask = _chunk_state_tile(
+        states_ptr, b, h, chunk_index, num_chunks, heads, head_dim, dstate, offs_p, offs_n, mask_p, mask_n
     )
-    base = ((b * num_chunks + chunk_index) * heads + h).to(tl.int64) * (head_dim * dstate)
-    start = tl.load(
-        states_ptr + base + offs_p[:, None] * dstate + offs_n[None, :],
-        mask=mask_p[:, None] & mask_n[None, :],
-        other=0.0,
-    )
+    start = tl.load(state_ptrs, mask=state_mask, other=0.0)
     # The chunk's start state: exp(c_i) C_i . start.
     y = tl.dot(Cm.to(tl.float32), tl.trans(start), input_precision=PRECISION) * tl.exp(cum_m)[:, None]
 
@@ -206,11 +204,7 @@ def _chunk_output_kernel(
     while k <= m:
         local_k = k + offs_m
         mask_k = first + local_k < length
-        Bm = tl.load(
-            B_chunk + local_k[:, None] * sB_l + offs_n[None, :] * sB_n,
-            mask=mask_k[:, None] & mask_n[None, :],
-            other=0.0,
-        )
+        Bm = load_tile(B_chunk, local_k, offs_n, sB_l, sB_n, mask_k, mask_n)
         if CB_NATIVE:
             # 16-bit B and C: their products are exact in fp32, as with TF32 on the widened values.
             scores = tl.dot(Cm, tl.trans(Bm))
@@ -221,19 +215,14 @@ def _chunk_output_kernel(
         # exp of a masked difference: above the diagonal it would overflow, so it is zeroed before exp.
         diff = tl.where(local_m[:, None] >= local_k[None, :], cum_m[:, None] - cum_k[None, :], float("-inf"))
         weights = scores * tl.exp(diff) * dt[None, :]
-        x = tl.load(
-            x_chunk + local_k[:, None] * sx_l + offs_p[None, :] * sx_p,
-            mask=mask_k[:, None] & mask_p[None, :],
-            other=0.0,
-        ).to(tl.float32)
+        x = load_tile(x_chunk, local_k, offs_p, sx_l, sx_p, mask_k, mask_p).to(tl.float32)
         y = tl.dot(weights, x, acc=y, input_precision=PRECISION)
         k += BLOCK_M
 
-    mask_mp = mask_m[:, None] & mask_p[None, :]
     if HAS_D:
-        x = tl.load(x_chunk + local_m[:, None] * sx_l + offs_p[None, :] * sx_p, mask=mask_mp, other=0.0)
+        x = load_tile(x_chunk, local_m, offs_p, sx_l, sx_p, mask_m, mask_p)
         y += tl.load(D_ptr + h).to(tl.float32) * x.to(tl.float32)
-    tl.store(y_chunk + local_m[:, None] * sy_l + offs_p[None, :] * sy_p, y, mask=mask_mp)
+    store_tile(y_chunk, local_m, offs_p, sy_l, sy_p, mask_m, mask_p, y)
 
 
 def ssd_chunked_parallel_triton(
@@ -265,22 +254,21 @@ def ssd_chunked_parallel_triton(
     device = x.device
     num_chunks = triton.cdiv(length, chunk)
     exact = x.dtype == torch.float32
-    precision = "ieee" if exact else "tf32"
+    precision = dot_precision(x)
     # Exact fp32 products run on CUDA cores and hold their operands in registers: smaller tiles keep
     # them from spilling. For bf16 on an H200 (p 64, n 128, 16,144 tokens) 64 rows x 32 channels took
     # 1.21 ms, 64 x 64 1.30 ms, 128 x 64 with 8 warps 1.33 ms.
     if block is None:
         block = min(chunk, 32 if exact else 64)
     if block_p is None:
-        block_p = min(max(16, triton.next_power_of_2(head_dim)), 32)
+        block_p = min(block_size(head_dim), 32)
     if num_warps is None:
         num_warps = 8 if exact else 4
-    block_n = max(16, triton.next_power_of_2(dstate))
+    block_n = block_size(dstate)
     if chunk % block or block < 16:
         raise ValueError(f"block {block} must be >= 16 and divide chunk {chunk}")
 
-    y = torch.empty(batch, length, heads, head_dim, dtype=torch.float32, device=device)
-    final = torch.empty(batch, heads, head_dim, dstate, dtype=torch.float32, device=device)
+    y, final = scan_outputs(x, dstate)
     if num_chunks == 0:
         final.copy_(initial_state if initial_state is not None else torch.zeros_like(final))
         return y, final

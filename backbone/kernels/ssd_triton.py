@@ -26,6 +26,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .ssd_common import (
+    block_size,
+    dot_precision,
+    load_tile,
+    program_coords,
+    scan_outputs,
+    state_tile,
+    store_tile,
+)
 from .ssd_parallel_triton import ssd_chunked_parallel_triton
 
 # Chunk length of the parallel path, and the chunk count from which it runs by itself. The one-pass
@@ -51,24 +60,16 @@ def _ssd_chunk_scan_kernel(
     HAS_D: tl.constexpr, HAS_INIT: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
-    b = pid_bh // heads
-    h = pid_bh % heads
-    g = h // heads_per_group
-
+    b, h, g, offs_p, offs_n, mask_p, mask_n = program_coords(
+        tl.program_id(0), tl.program_id(1), heads, heads_per_group, head_dim, dstate, BLOCK_P, BLOCK_N
+    )
     offs_l = tl.arange(0, CHUNK)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_p = offs_p < head_dim
-    mask_n = offs_n < dstate
 
     A = tl.load(A_ptr + h).to(tl.float32)
     if HAS_D:
         Dh = tl.load(D_ptr + h).to(tl.float32)
 
-    state_offs = b * ss_b + h * ss_h + offs_p[:, None] * ss_p + offs_n[None, :] * ss_n
-    state_mask = mask_p[:, None] & mask_n[None, :]
+    state_offs, state_mask = state_tile(b, h, offs_p, offs_n, mask_p, mask_n, ss_b, ss_h, ss_p, ss_n)
     if HAS_INIT:
         state = tl.load(init_ptr + state_offs, mask=state_mask, other=0.0).to(tl.float32)
     else:
@@ -81,21 +82,9 @@ def _ssd_chunk_scan_kernel(
         rows = chunk_index * CHUNK + offs_l
         mask_l = rows < length
         dt = tl.load(dt_ptr + b * sdt_b + rows * sdt_l + h * sdt_h, mask=mask_l, other=0.0).to(tl.float32)
-        x = tl.load(
-            x_ptr + b * sx_b + rows[:, None] * sx_l + h * sx_h + offs_p[None, :] * sx_p,
-            mask=mask_l[:, None] & mask_p[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        Bm = tl.load(
-            B_ptr + b * sB_b + rows[:, None] * sB_l + g * sB_g + offs_n[None, :] * sB_n,
-            mask=mask_l[:, None] & mask_n[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        Cm = tl.load(
-            C_ptr + b * sC_b + rows[:, None] * sC_l + g * sC_g + offs_n[None, :] * sC_n,
-            mask=mask_l[:, None] & mask_n[None, :],
-            other=0.0,
-        ).to(tl.float32)
+        x = load_tile(x_ptr + b * sx_b + h * sx_h, rows, offs_p, sx_l, sx_p, mask_l, mask_p).to(tl.float32)
+        Bm = load_tile(B_ptr + b * sB_b + g * sB_g, rows, offs_n, sB_l, sB_n, mask_l, mask_n).to(tl.float32)
+        Cm = load_tile(C_ptr + b * sC_b + g * sC_g, rows, offs_n, sC_l, sC_n, mask_l, mask_n).to(tl.float32)
 
         cum = tl.cumsum(dt * A, axis=0)  # [L], non-increasing
         total = tl.sum(dt * A, axis=0)
@@ -106,11 +95,7 @@ def _ssd_chunk_scan_kernel(
         y += tl.dot(Cm, tl.trans(state), input_precision=PRECISION) * tl.exp(cum)[:, None]
         if HAS_D:
             y += Dh * x
-        tl.store(
-            y_ptr + b * sy_b + rows[:, None] * sy_l + h * sy_h + offs_p[None, :] * sy_p,
-            y,
-            mask=mask_l[:, None] & mask_p[None, :],
-        )
+        store_tile(y_ptr + b * sy_b + h * sy_h, rows, offs_p, sy_l, sy_p, mask_l, mask_p, y)
 
         to_end = tl.exp(total - cum) * dt  # [L]
         state = state * tl.exp(total) + tl.dot(tl.trans(x), Bm * to_end[:, None], input_precision=PRECISION)
@@ -133,16 +118,9 @@ def _ssd_step_kernel(
 ):  # fmt: skip
     # One recurrence step. With DISCRETIZE, dt_ptr holds raw dt and A_ptr A_log: dt = softplus(dt +
     # dt_bias) (clamped with HAS_LIMIT) and A = -exp(A_log) are formed here; otherwise both are final.
-    pid_bh = tl.program_id(0)
-    pid_p = tl.program_id(1)
-    b = pid_bh // heads
-    h = pid_bh % heads
-    g = h // heads_per_group
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_p = offs_p < head_dim
-    mask_n = offs_n < dstate
-
+    b, h, g, offs_p, offs_n, mask_p, mask_n = program_coords(
+        tl.program_id(0), tl.program_id(1), heads, heads_per_group, head_dim, dstate, BLOCK_P, BLOCK_N
+    )
     dt = tl.load(dt_ptr + b * sdt_b + h * sdt_h).to(tl.float32)
     A = tl.load(A_ptr + h).to(tl.float32)
     if DISCRETIZE:
@@ -161,8 +139,7 @@ def _ssd_step_kernel(
     Bv = tl.load(B_ptr + b * sB_b + g * sB_g + offs_n * sB_n, mask=mask_n, other=0.0).to(tl.float32)
     Cv = tl.load(C_ptr + b * sC_b + g * sC_g + offs_n * sC_n, mask=mask_n, other=0.0).to(tl.float32)
 
-    offs = b * ss_b + h * ss_h + offs_p[:, None] * ss_p + offs_n[None, :] * ss_n
-    smask = mask_p[:, None] & mask_n[None, :]
+    offs, smask = state_tile(b, h, offs_p, offs_n, mask_p, mask_n, ss_b, ss_h, ss_p, ss_n)
     state = tl.load(state_ptr + offs, mask=smask, other=0.0)
     state = state * tl.exp(dt * A) + (dt * x)[:, None] * Bv[None, :]
     tl.store(state_ptr + offs, state, mask=smask)
@@ -170,10 +147,6 @@ def _ssd_step_kernel(
     if HAS_D:
         y += tl.load(D_ptr + h).to(tl.float32) * x
     tl.store(y_ptr + (b * heads + h) * head_dim + offs_p, y, mask=mask_p)
-
-
-def _block(size: int, floor: int = 16) -> int:
-    return max(floor, triton.next_power_of_2(size))
 
 
 def uses_parallel_path(length: int, chunk: int | None = None) -> bool:
@@ -206,16 +179,15 @@ def ssd_chunked_triton(
         parallel = uses_parallel_path(length, chunk)
     if parallel:
         return ssd_chunked_parallel_triton(x, dt, A, B, C, D, initial_state, chunk=chunk or PARALLEL_CHUNK)
-    y = torch.empty(batch, length, heads, head_dim, dtype=torch.float32, device=x.device)
-    final = torch.empty(batch, heads, head_dim, dstate, dtype=torch.float32, device=x.device)
-    block_n = _block(dstate)
-    block_p = min(_block(head_dim), 32 if block_n >= 128 else 64)
+    y, final = scan_outputs(x, dstate)
+    block_n = block_size(dstate)
+    block_p = min(block_size(head_dim), 32 if block_n >= 128 else 64)
     if chunk is None:
         chunk = 64 if block_n <= 128 else 32
     # The initial state is read with the final state's (contiguous) strides.
     init = initial_state.float().contiguous() if initial_state is not None else final
     Dt = D if D is not None else A
-    precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    precision = dot_precision(x)
     grid = (batch * heads, triton.cdiv(head_dim, block_p))
     _ssd_chunk_scan_kernel[grid](
         x, dt, A, B, C, Dt, init, y, final,
