@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import omni
 from omni import InputError, input_builder
 from omni.pixels import StreamingResize, resize_normalize
 
@@ -124,8 +127,8 @@ def test_streaming_resize_is_like_resizing_after(make):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_resizes_video_files_while_they_decode(processor, tmp_path, monkeypatch, make):
-    path = _video_file(tmp_path, 9, 72, 128, seed=5)
+def test_cuda_resizes_video_files_while_they_decode(processor, monkeypatch, make):
+    path = str(Path(omni.__file__).parent / "examples" / "video-beeps.mp4")
     cpu = processor(text="Watch <video>", videos=[path], fps=4)
 
     def no_resize_after_decode(*args, **kwargs):
