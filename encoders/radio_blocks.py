@@ -11,9 +11,10 @@ kernels (no ``L × L`` score matrix). Consecutive images of one size (the pages 
 tiles of a training batch) go in one call with the images along the batch dimension: the same numbers,
 in fewer and fuller kernel launches. On an H200 (16 heads of 80, cuDNN; `benchmarks/
 bench_encoder_attention.py`) 8 pages of 3,082 tokens took 1.14 ms a layer against 1.63 ms one page at a
-time, and 32 images of 1,034 tokens 0.65 against 1.51 ms. A varlen kernel was measured for images of
-mixed sizes and not taken: torch's flash kernel over 12 packed images of 266 to 4,106 tokens took
-1.51 ms, against 1.34 ms one image at a time on cuDNN.
+time, and 32 images of 1,034 tokens 0.65 against 1.51 ms. Images of mixed sizes take FlashAttention 4's
+varlen kernel where that package serves the GPU (`encoders.flash4`): 12 packed images of 266 to 4,106
+tokens took 0.68 ms against 1.20 ms one image at a time on cuDNN. torch's own varlen flash kernel took
+1.51 ms there, so without the package each size still gets its own call.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
+from . import flash4
 from .radio_config import RadioConfig
 from .sdpa import attention
 
@@ -54,7 +56,12 @@ def packed_attention(
     if seq_lengths is None or len(seq_lengths) == 1:
         return attention(query, key, value)
     if mode == "per_image":
-        pieces = [_attend_run(query, key, value, *run) for run in equal_runs(seq_lengths)]
+        runs = equal_runs(seq_lengths)
+        if len(runs) > 1 and flash4.varlen_usable(query, key, value):
+            out = flash4.varlen_attention(query, key, value, seq_lengths)
+            if out is not None:
+                return out
+        pieces = [_attend_run(query, key, value, *run) for run in runs]
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
     if mode == "block_diagonal":
         mask = block_diagonal_mask(seq_lengths, device=query.device)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from encoders import flash4, sdpa
+from encoders.radio_blocks import packed_attention
 
 
 def _qkv(length: int = 12, grad: bool = False) -> tuple[torch.Tensor, ...]:
@@ -54,9 +55,7 @@ def test_a_failing_kernel_falls_back_to_sdpa_for_good(monkeypatch, caplog):
 
     monkeypatch.setattr(flash4, "_kernel", lambda: broken)
     monkeypatch.setattr(flash4, "_FAILED", set())
-    monkeypatch.setattr(
-        flash4, "usable", lambda q, k, v, kwargs: (q.device, q.dtype, q.shape[-1]) not in flash4._FAILED
-    )
+    monkeypatch.setattr(flash4, "usable", lambda q, k, v, kwargs: flash4._config(q) not in flash4._FAILED)
     q, k, v = _qkv()
     with torch.no_grad():
         first = sdpa.attention(q, k, v)
@@ -73,3 +72,57 @@ def test_other_gpus_keep_sdpa():
     if torch.cuda.get_device_capability()[0] in flash4._ARCHES:
         pytest.skip("this GPU is one FlashAttention 4 serves")
     assert not flash4.usable(q, k, v, {})
+
+
+def _reference_varlen_kernel(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
+    """What the package's ``flash_attn_varlen_func`` computes on ``[L, H, D]`` tensors: (out, lse)."""
+    assert torch.equal(cu_seqlens_q, cu_seqlens_k) and cu_seqlens_q.dtype == torch.int32
+    bounds = cu_seqlens_q.tolist()
+    assert max_seqlen_q == max_seqlen_k == max(b - a for a, b in zip(bounds, bounds[1:]))
+    pieces = [
+        F.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v))).transpose(0, 1)
+        for a, b in zip(bounds, bounds[1:])
+    ]
+    return torch.cat(pieces), None
+
+
+def _per_image(q, k, v, lengths):
+    parts = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
+    return torch.cat([F.scaled_dot_product_attention(a, b, c) for a, b, c in parts], 2)
+
+
+def test_mixed_sizes_take_one_varlen_call(monkeypatch):
+    calls = []
+
+    def kernel(*args, **kwargs):
+        calls.append(kwargs["cu_seqlens_q"].tolist())
+        return _reference_varlen_kernel(*args, **kwargs)
+
+    monkeypatch.setattr(flash4, "_varlen_kernel", lambda: kernel)
+    monkeypatch.setattr(flash4, "varlen_usable", lambda q, k, v: True)
+    lengths = [7, 7, 12, 5]
+    qkv = torch.randn(1, sum(lengths), 3, 4, 16)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    with torch.no_grad():
+        got = packed_attention(q, k, v, lengths)
+        assert calls == [[0, 7, 14, 26, 31]]
+        torch.testing.assert_close(got, _per_image(q, k, v, lengths))
+        packed_attention(q, k, v, [14, 17])  # two runs: still one call
+        packed_attention(q, k, v, [31])  # one image: plain attention, no varlen call
+    assert calls[1:] == [[0, 14, 31]]
+
+
+def test_a_failing_varlen_kernel_falls_back_to_one_call_per_size(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot compile this configuration")
+
+    monkeypatch.setattr(flash4, "_varlen_kernel", lambda: broken)
+    monkeypatch.setattr(flash4, "_FAILED", set())
+    monkeypatch.setattr(flash4, "usable", lambda q, k, v, kwargs: False)  # SDPA for the fallback calls
+    lengths = [9, 4, 4]
+    qkv = torch.randn(1, sum(lengths), 3, 2, 8)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    with torch.no_grad():
+        out = flash4.varlen_attention(q, k, v, lengths)
+        assert out is None and flash4._config(q, varlen=True) in flash4._FAILED
+        torch.testing.assert_close(packed_attention(q, k, v, lengths), _per_image(q, k, v, lengths))

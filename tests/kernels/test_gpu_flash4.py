@@ -43,21 +43,31 @@ def test_as_accurate_as_cudnn(batch, length):
     assert rel_err(ours, reference) <= max(2 * rel_err(cudnn, reference), 2**-9)
 
 
-def test_the_vit_attention_takes_it(monkeypatch):
+def _per_image_fp32(q, k, v, lengths):
+    pieces = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
+    return torch.cat(
+        [F.scaled_dot_product_attention(a.float(), b.float(), c.float()) for a, b, c in pieces], 2
+    )
+
+
+def test_packed_images_take_it(monkeypatch):
     calls = []
-    real = flash4.attention
-    monkeypatch.setattr(flash4, "attention", lambda q, k, v: calls.append(q.shape) or real(q, k, v))
-    lengths = [1034] * 3 + [522]
-    q, k, v = _vit_views(1, sum(lengths), seed=1)
+    plain, varlen = flash4.attention, flash4.varlen_attention
+    monkeypatch.setattr(flash4, "attention", lambda q, k, v: calls.append("plain") or plain(q, k, v))
+    monkeypatch.setattr(
+        flash4, "varlen_attention", lambda q, k, v, n: calls.append("varlen") or varlen(q, k, v, n)
+    )
+    mixed = [1034] * 3 + [522, 4106]
+    q, k, v = _vit_views(1, sum(mixed), seed=1)
     with torch.no_grad():
-        got = packed_attention(q, k, v, lengths)
-        pieces = zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))
-        reference = torch.cat(
-            [F.scaled_dot_product_attention(a.float(), b.float(), c.float()) for a, b, c in pieces], 2
-        )
-    assert len(calls) == 2  # one call for the run of three equal images, one for the last
-    assert rel_err(got, reference) <= 2**-8
-    monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "0")
-    with torch.no_grad():
-        packed_attention(q, k, v, lengths)
-    assert len(calls) == 2
+        got = packed_attention(q, k, v, mixed)
+        assert calls == ["varlen"]  # one call for all five images
+        assert rel_err(got, _per_image_fp32(q, k, v, mixed)) <= 2**-8
+        same = [1034] * 3
+        q3, k3, v3 = (t[:, :, : sum(same)] for t in (q, k, v))
+        got = packed_attention(q3, k3, v3, same)
+        assert calls == ["varlen", "plain"]  # images of one size: one batched call
+        assert rel_err(got, _per_image_fp32(q3, k3, v3, same)) <= 2**-8
+        monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "0")
+        packed_attention(q, k, v, mixed)
+    assert calls == ["varlen", "plain"]
