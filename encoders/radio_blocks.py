@@ -13,8 +13,8 @@ in fewer and fuller kernel launches. On an H200 (16 heads of 80, cuDNN; `benchma
 bench_encoder_attention.py`) 8 pages of 3,082 tokens took 1.14 ms a layer against 1.63 ms one page at a
 time, and 32 images of 1,034 tokens 0.65 against 1.51 ms. Images of mixed sizes take FlashAttention 4's
 varlen kernel where that package serves the GPU (`encoders.flash4`): 12 packed images of 266 to 4,106
-tokens took 0.68 ms against 1.20 ms one image at a time on cuDNN. torch's own varlen flash kernel took
-1.51 ms there, so without the package each size still gets its own call.
+tokens took 0.77 ms against 1.25 ms one image at a time on cuDNN. torch's own varlen flash kernel took
+1.38 ms there, so without the package each size still gets its own call.
 """
 
 from __future__ import annotations
