@@ -163,6 +163,23 @@ def _clip_from_memory(
     )
 
 
+class _SinkFailed(Exception):
+    """Carries an error raised by the caller's frame sink through the decoder's error handling."""
+
+
+class _GuardedSink:
+    """A frame sink whose errors are told apart from the decoder's (they reach the caller as they are)."""
+
+    def __init__(self, sink: FrameSink) -> None:
+        self._sink = sink
+
+    def __call__(self, first: int, frames: torch.Tensor, total: int) -> None:
+        try:
+            self._sink(first, frames, total)
+        except Exception as err:
+            raise _SinkFailed from err
+
+
 def _decode_file(
     source: MediaSource,
     cancel: threading.Event,
@@ -187,6 +204,7 @@ def _decode_file(
         message = _DECORD_PREFIX.sub("", first_line).strip() or type(err).__name__
         failures.append(f"{name}: {message[:200]}")
 
+    sink = None if on_frames is None else _GuardedSink(on_frames)
     for name in order:
         try:
             reader = open_reader(name, source)
@@ -212,9 +230,11 @@ def _decode_file(
                 end=end,
                 name=source.name,
             )
-            frames = reader.read(indices, cancel, on_frames)
+            frames = reader.read(indices, cancel, sink)
         except (InputError, DecodeCancelled):
             raise
+        except _SinkFailed as err:  # the caller's own work on the frames failed, not the decoder
+            raise err.__cause__ from None
         except TruncatedVideo as err:
             failed(name, err)
             continue

@@ -143,11 +143,8 @@ def test_sink_sees_the_fallback_decoder_frames_again(media_dir, monkeypatch):
     real_read = reader_class.read
 
     def fails_after_one_run(self, indices, cancel, sink=None):
-        def first_run_then_fail(first, frames, total):
-            sink(first, frames, total)
-            raise RuntimeError("simulated failure after the first run")
-
-        return real_read(self, indices, cancel, first_run_then_fail)
+        sink(0, real_read(self, indices[:3], cancel), len(indices))
+        raise RuntimeError("simulated decoder failure after the first run")
 
     monkeypatch.setattr(reader_class, "read", fails_after_one_run)
     calls = []
@@ -158,6 +155,17 @@ def test_sink_sees_the_fallback_decoder_frames_again(media_dir, monkeypatch):
     )
     assert clip.backend == "pyav" and calls[0][0] == 0 and calls[1][0] == 0
     assert torch.equal(_gather(calls[1:], clip.num_frames), clip.frames)
+
+
+def test_an_error_of_the_sink_is_not_taken_for_a_broken_file(media_dir):
+    def out_of_memory(first, frames, total):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    for backend in ("decord", "pyav") if video_module.decord_available() else ("pyav",):
+        with pytest.raises(RuntimeError, match="CUDA out of memory"):
+            load_video(media_dir / "clip.mp4", fps=10, backend=backend, on_frames=out_of_memory)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        load_video(media_dir / "clip.mp4", fps=10, on_frames=out_of_memory)  # no fallback decoder either
 
 
 def test_frames_in_memory_reach_the_sink_at_once(kit):
