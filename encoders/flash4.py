@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -50,6 +51,22 @@ def _varlen_kernel() -> Callable[..., Any] | None:
     """``flash_attn_varlen_func`` (``[L, heads, D]`` and cumulative lengths in), or None."""
     kernels = _kernels()
     return None if kernels is None else kernels[1]
+
+
+def installed_version() -> str | None:
+    """The installed ``flash-attn-4`` version (read from its metadata, without importing it), or None."""
+    try:
+        return importlib.metadata.version("flash-attn-4")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def serves(device: torch.device) -> bool:
+    """Whether the encoders' attention on ``device`` goes to FlashAttention 4 (installed, allowed by the
+    environment, a Hopper or Blackwell GPU); says so without importing the package."""
+    if device.type != "cuda" or not enabled() or installed_version() is None:
+        return False
+    return torch.cuda.get_device_capability(device)[0] in _ARCHES
 
 
 def _config(query: torch.Tensor, varlen: bool = False) -> tuple:

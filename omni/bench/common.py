@@ -101,11 +101,16 @@ def transformers_version() -> str | None:
 
 
 def run_info(device: torch.device) -> dict[str, Any]:
-    """Where and when a benchmark ran: device, versions, host and date."""
+    """Where and when a benchmark ran: device, versions, the encoders' attention kernel, host and date."""
+    from encoders import flash4
+
     return {
         "device": device_name(device),
         "torch": torch.__version__,
         "transformers": transformers_version(),
+        "encoder_attention": (
+            f"FlashAttention 4 ({flash4.installed_version()})" if flash4.serves(device) else "torch SDPA"
+        ),
         "host": platform.node(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }

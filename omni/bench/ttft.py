@@ -744,6 +744,8 @@ def print_report(result: dict[str, Any]) -> None:
     meta, rows = result["meta"], result["rows"]
     encoders = "tiny" if meta["tiny"] else "full-size"
     print(f"\n{meta['device']}, torch {meta['torch']}, transformers {meta['transformers']}, {meta['date']}")
+    if "encoder_attention" in meta:
+        print(f"our encoders' attention: {meta['encoder_attention']}")
     print(f"bf16; language model {meta['layers']} ({meta['num_layers']} layers), {encoders} encoders, "
           f"{meta['weights_gib']:.1f} GiB of weights; matmul {meta['matmul_flop_s'] / 1e12:.1f} TFLOP/s "
           f"({meta['matmul_size']}^3); time to first token: median of {meta['repeats']} after a warm-up")  # fmt: skip

@@ -38,6 +38,21 @@ def test_the_environment_turns_it_off(monkeypatch):
     assert flash4.enabled()
 
 
+def test_says_whether_it_serves_a_device_without_importing_it(monkeypatch):
+    monkeypatch.setattr(flash4, "installed_version", lambda: "4.0.0b36")
+    assert not flash4.serves(torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert flash4.serves(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert not flash4.serves(torch.device("cuda"))  # an A100: no kernels for it
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "0")
+    assert not flash4.serves(torch.device("cuda"))
+    monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "1")
+    monkeypatch.setattr(flash4, "installed_version", lambda: None)
+    assert not flash4.serves(torch.device("cuda"))
+
+
 def test_heads_in_and_out_in_the_sdpa_layout(monkeypatch):
     monkeypatch.setattr(flash4, "_kernel", lambda: _reference_kernel)
     q, k, v = _qkv()

@@ -37,6 +37,7 @@ def test_ttft_tiny_times_ours_and_transformers(tmp_path, capsys, one_thread):
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "ours TTFT s" in printed and "tf/ours" in printed and "ours/floor" in printed
+    assert "our encoders' attention: torch SDPA" in printed  # FlashAttention 4 serves GPUs only
 
     result = json.loads(out.read_text())
     assert result["meta"]["transformers"] == transformers.__version__
