@@ -112,10 +112,9 @@ def prepare_video(
     what = f"video {index}"
     options = dict(load_options or {})
     try:
-        sound = None
-        streamed = resize if is_file_source(item) else None
+        sound, streamed = None, None
         if is_file_source(item):
-            source = item
+            source, streamed = item, resize
             if with_sound and hasattr(item, "read"):
                 source = item.read()  # read once, decode twice (frames and sound)
             item = load_video(source, **options, on_frames=resize)
