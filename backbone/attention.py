@@ -13,6 +13,7 @@ from torch import nn
 from .cache import HybridCache
 from .config import HybridConfig
 from .kernels import DISABLE_ENV
+from .packing import PackedRows
 
 _SDPA_HAS_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
 try:
@@ -97,6 +98,52 @@ def _cudnn_prefill_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lay
     return _BUCKETS_SEEN[key] >= 2
 
 
+# Capability majors with torch's flash kernel (Ampere and later); it takes fp16/bf16 heads up to 256 wide.
+_FLASH_MIN_MAJOR = 8
+_VARLEN_FAILED: set[tuple] = set()  # (device, dtype, head_dim) whose varlen kernel raised; masked from then
+
+
+def _varlen_usable(q: torch.Tensor, packed: PackedRows | None) -> bool:
+    """Whether the packed rows of this prefill can take torch's variable-length flash kernel."""
+    if packed is None or not q.is_cuda or q.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    head_dim = q.shape[-1]
+    if head_dim % 8 or head_dim > 256 or (q.device, q.dtype, head_dim) in _VARLEN_FAILED:
+        return False
+    if not torch.backends.cuda.flash_sdp_enabled():
+        return False
+    return torch.cuda.get_device_capability(q.device)[0] >= _FLASH_MIN_MAJOR
+
+
+def flash_varlen(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, longest: int, scale: float
+) -> torch.Tensor:
+    """torch's variable-length causal flash kernel: packed ``[N, heads, D]`` q and ``[N, kv_heads, D]``
+    k/v, sequences at ``cu_seqlens``; ``[N, heads, D]`` out. Differentiable."""
+    return torch.ops.aten._flash_attention_forward(
+        q, k, v, cu_seqlens, cu_seqlens, longest, longest, 0.0, True, False, scale=scale
+    )[0]
+
+
+def varlen_causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, packed: PackedRows, scale: float
+) -> torch.Tensor | None:
+    """Causal attention within each row's real tokens, ``[B, L, heads, D]`` views in, ``[B, L, heads, D]``
+    out (zeros at the padding), as one `flash_varlen` call over the packed tokens; the key/value heads
+    may be fewer than the query heads (GQA). None if the kernel raised (that configuration then keeps
+    the masked path)."""
+    try:
+        out = flash_varlen(
+            packed.gather(q), packed.gather(k), packed.gather(v), packed.cu_seqlens, packed.max_length, scale
+        )
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except RuntimeError:  # a GPU or build without this kernel
+        _VARLEN_FAILED.add((q.device, q.dtype, q.shape[-1]))
+        return None
+    return packed.scatter(out)
+
+
 class Attention(nn.Module):
     """Causal GQA over `num_attention_heads` query heads sharing `num_key_value_heads` key/value heads."""
 
@@ -118,21 +165,37 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         is_causal: bool = True,
         cache: HybridCache | None = None,
+        packed: PackedRows | None = None,
     ) -> torch.Tensor:
-        """hidden [B, L, d]; mask / is_causal from `build_attention_mask`; cache to append keys to."""
+        """hidden [B, L, d]; mask / is_causal from `build_attention_mask`; cache to append keys to;
+        `packed`: where the real tokens of a padded first prefill are (see `backbone.packing`)."""
         batch, length, _ = hidden.shape
-        q = self.q_proj(hidden).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(hidden).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(hidden).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        width = self.num_heads * self.head_dim
+        scale = self.head_dim**-0.5
+        q = self.q_proj(hidden).view(batch, length, self.num_heads, self.head_dim)
+        k = self.k_proj(hidden).view(batch, length, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(hidden).view(batch, length, self.num_kv_heads, self.head_dim)
+        first_prefill = cache is None or cache.seen_tokens == 0
+        keys, values = k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
-            k, v = cache.append_kv(self.layer_index, k, v)
+            keys, values = cache.append_kv(self.layer_index, keys, values)
+        if first_prefill and _varlen_usable(q, packed):
+            out = varlen_causal_attention(q, k, v, packed, scale)
+            if out is not None:
+                return self.o_proj(out.reshape(batch, length, width))
+        q, k, v = q.transpose(1, 2), keys, values
         groups = self.num_heads // self.num_kv_heads
+        if mask is not None and q.is_cuda and groups > 1:
+            # torch's kernels that take a mask (memory-efficient) have no GQA; left to itself SDPA would
+            # fall back to the math kernel and its fp32 [B, heads, L, S] scores
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+            groups = 1
         if groups > 1 and not _SDPA_HAS_GQA:
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
         extra = {"enable_gqa": True} if groups > 1 and _SDPA_HAS_GQA else {}
         causal = is_causal and mask is None
-        scale = self.head_dim**-0.5
         if causal and _cudnn_prefill_usable(q, k, v, self.layer_index):
             with sdpa_kernel(_CUDNN_FIRST, **_PRIORITY):
                 out = padded_causal_attention(q, k, v, scale, CUDNN_BUCKET)
@@ -145,4 +208,4 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal, scale=scale, **extra
             )
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, width))

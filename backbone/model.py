@@ -26,6 +26,7 @@ from .mlp import ReLU2MLP
 from .moe import MoE
 from .mtp import MultiTokenPredictor
 from .norms import RMSNorm
+from .packing import PackedRows, packing_wanted
 from .weights import checkpoint_tensors, load_weights
 
 IGNORE_INDEX = -100
@@ -49,6 +50,7 @@ class _Context:
     attn_mask: torch.Tensor | None
     is_causal: bool
     cache: HybridCache | None
+    packed: PackedRows | None = None  # a padded first prefill's real tokens (see `backbone.packing`)
 
 
 class HybridBlock(nn.Module):
@@ -77,7 +79,9 @@ class HybridBlock(nn.Module):
             state = context.cache.mamba_state(self.index) if context.cache is not None else None
             out = self.mixer(normed, context.token_mask, state)
         elif self.kind == ATTENTION:
-            out = self.mixer(normed, context.attn_mask, context.is_causal, context.cache)
+            out = self.mixer(normed, context.attn_mask, context.is_causal, context.cache, context.packed)
+        elif self.kind in (MOE, MLP) and context.packed is not None:
+            out = context.packed.scatter(self.mixer(context.packed.gather(normed)))  # the real tokens only
         elif self.kind == MOE:
             out = self.mixer(normed, context.token_mask)
         else:
@@ -237,7 +241,10 @@ class HybridLM(nn.Module):
                 new_mask = None
         key_valid = cache.extend_mask(new_mask, length) if cache is not None else new_mask
         attn_mask, is_causal = build_attention_mask(key_valid, length, past)
-        context = _Context(new_mask, attn_mask, is_causal, cache)
+        packed = PackedRows.from_mask(new_mask) if packing_wanted(hidden, new_mask, past) else None
+        if packed is not None and packed.tokens == 0:
+            packed = None
+        context = _Context(new_mask, attn_mask, is_causal, cache, packed)
 
         checkpointing = (
             self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()

@@ -140,7 +140,8 @@ def test_mixer_fast_path_matches_reference(monkeypatch):
         fast = model(input_ids=prompt, attention_mask=mask).logits
         monkeypatch.setenv(DISABLE_ENV, "1")
         ref = model(input_ids=prompt, attention_mask=mask).logits
-    assert rel_err(fast, ref) <= 1e-4
+    real = mask.bool()  # padding's logits are not defined (the packed prefill leaves them at zero input)
+    assert rel_err(fast[real], ref[real]) <= 1e-4
 
 
 @pytest.mark.parametrize("batch", [1, 3])
