@@ -55,6 +55,7 @@ def test_packed_prefill_matches_the_masked_path_and_each_row_alone(monkeypatch, 
     with torch.no_grad():
         packed = model(input_ids=ids, attention_mask=mask).logits
         assert len(kernel_calls) == 2 and kernel_calls[0] == (sum(lengths), 8, 64)
+        assert not attention._VARLEN_FAILED  # the kernel ran: no fallback to the mask
         monkeypatch.setenv(PACKED_PREFILL_ENV, "0")
         masked = model(input_ids=ids, attention_mask=mask).logits
         alone = [model(input_ids=ids[r : r + 1, -n:]).logits[0] for r, n in enumerate(lengths)]
@@ -70,7 +71,7 @@ def test_packed_generation_gives_each_rows_tokens_fp16(kernel_calls):
     ids, mask = _left_padded(lengths)
     kw = dict(max_new_tokens=12, eos_token_id=[])
     batch = model.generate(input_ids=ids, attention_mask=mask, **kw)
-    assert kernel_calls
+    assert kernel_calls and not attention._VARLEN_FAILED
     agree = 0
     for row, n in enumerate(lengths):
         alone = model.generate(input_ids=ids[row : row + 1, -n:], **kw)
@@ -91,7 +92,7 @@ def test_packed_training_step_matches_the_masked_one(monkeypatch, kernel_calls):
         return loss.float(), {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
 
     loss, grads = step()
-    assert kernel_calls
+    assert kernel_calls and not attention._VARLEN_FAILED
     monkeypatch.setenv(PACKED_PREFILL_ENV, "0")
     ref_loss, ref_grads = step()
     assert abs(loss - ref_loss) <= 1e-2 * abs(ref_loss)
