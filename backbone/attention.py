@@ -186,8 +186,8 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), keys, values
         groups = self.num_heads // self.num_kv_heads
         if mask is not None and q.is_cuda and groups > 1:
-            # torch's kernels that take a mask (memory-efficient) have no GQA; left to itself SDPA would
-            # fall back to the math kernel and its fp32 [B, heads, L, S] scores
+            # of the kernels allowed here only math takes a mask with GQA, with fp32 [B, heads, L, S]
+            # scores: 8 left-padded prompts of up to 4,096 tokens peaked at 39 GiB and took twice as long
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
             groups = 1

@@ -6,15 +6,16 @@ to the longest, runs its first forward (the last position's logits, as ``generat
 
 - ours as it runs by default: the real tokens packed (``backbone.packing``): one variable-length flash
   call per attention layer, the MoE on the real tokens only;
-- ours with ``OMNI_PACKED_PREFILL=0``: the padded batch with a mask (key/value heads repeated so the
-  memory-efficient kernel takes it);
+- ours with ``OMNI_PACKED_PREFILL=0``: the padded batch with a mask (key/value heads repeated to the
+  query heads, so that the memory-efficient kernel takes it);
 - ours, each prompt alone (no padding), the times summed;
 - transformers' ``NemotronHForCausalLM`` on the same weights, the padded batch (skipped with
   ``--skip-reference``).
 
 A second table times one attention layer's prefill (the model's 32 query / 2 key-value heads of 128) on
-the same batch three ways: varlen flash on the packed tokens, masked with the heads repeated, and masked
-with GQA as SDPA then picks its kernel (the math kernel: fp32 scores for every row and head).
+the same batch: varlen flash on the packed tokens; masked SDPA on the kernels the model allows (flash,
+memory-efficient, math) with the key/value heads repeated, or with GQA (which leaves only math); and
+masked with GQA on cuDNN (which the model keeps off: it builds a plan for every new shape).
 
 Run: PYTHONPATH=. python benchmarks/bench_padded_prefill.py [--pattern full --skip-reference] [--json out.json]
 Smoke run on the CPU: ... --tiny --device cpu --skip-reference
@@ -25,11 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,6 +48,9 @@ from omni.bench.common import (  # noqa: E402
     write_json,
 )
 from omni.bench.decode import build_model, load_reference, text_config  # noqa: E402
+
+PLAN_FREE = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]  # as the model
+CUDNN = [SDPBackend.CUDNN_ATTENTION]
 
 
 def left_padded(lengths: list[int], vocab: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,15 +144,20 @@ def attention_rows(args: argparse.Namespace, device: torch.device, lengths: list
 
     def repeated() -> None:
         kr, vr = kt.repeat_interleave(groups, 1), vt.repeat_interleave(groups, 1)
-        F.scaled_dot_product_attention(qt, kr, vr, attn_mask=allowed, scale=scale)
+        with sdpa_kernel(PLAN_FREE):
+            F.scaled_dot_product_attention(qt, kr, vr, attn_mask=allowed, scale=scale)
 
-    def gqa_as_picked() -> None:
-        F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed, scale=scale, enable_gqa=True)
+    def gqa(backends: list) -> Callable[[], None]:
+        def call() -> None:
+            with sdpa_kernel(backends):
+                F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed, scale=scale, enable_gqa=True)
+
+        return call
 
     tokens = sum(lengths)
-    ways = [("masked, heads repeated", repeated), ("masked, GQA (SDPA's pick)", gqa_as_picked)]
+    ways = [("masked, heads repeated", repeated), ("masked, GQA (math)", gqa(PLAN_FREE))]
     if device.type == "cuda":
-        ways.insert(0, ("varlen flash, packed", varlen))
+        ways = [("varlen flash, packed", varlen), *ways, ("masked, GQA, cuDNN", gqa(CUDNN))]
     rows: list[dict] = []
     for name, fn in ways:
         try:
