@@ -95,19 +95,34 @@ def test_packed_prefill_gives_the_masked_logits_at_real_tokens(tiny_model, packe
     torch.testing.assert_close(packed[real], reference[real], rtol=1e-5, atol=1e-5)
 
 
-def test_the_moe_sees_only_real_tokens(tiny_model, packed_on_cpu, monkeypatch):
+def test_per_token_layers_see_only_real_tokens(tiny_model, packed_on_cpu, monkeypatch):
     model = tiny_model()
-    seen = []
+    seen = {}
     forward = MoE.forward
-    monkeypatch.setattr(MoE, "forward", lambda self, h, m=None: seen.append(h.shape) or forward(self, h, m))
+    monkeypatch.setattr(
+        MoE,
+        "forward",
+        lambda self, h, m=None: seen.setdefault("moe", []).append(h.shape[0]) or forward(self, h, m),
+    )
+    for name, module in model.named_modules():
+        if name.endswith(("mixer.in_proj", "mixer.out_proj", "mixer.up_proj")):
+            kind = name.rsplit(".", 1)[1]
+            module.register_forward_hook(
+                lambda m, args, out, kind=kind: seen.setdefault(kind, []).append(args[0].shape[0])
+            )
     ids, mask = _left_padded([3, 7], total=7)
     with torch.no_grad():
         model(ids, attention_mask=mask)
-    assert seen and all(shape[0] == 10 for shape in seen)
+    assert set(seen) == {"moe", "in_proj", "out_proj", "up_proj"}  # MoE, Mamba-2, dense MLP
+    assert all(rows == 10 for counts in seen.values() for rows in counts), seen
 
 
-def test_packed_training_step_gives_the_masked_loss_and_gradients(tiny_model, packed_on_cpu, monkeypatch):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_packed_training_step_gives_the_masked_loss_and_gradients(
+    tiny_model, packed_on_cpu, monkeypatch, checkpointing
+):
     model = tiny_model().train()
+    model.gradient_checkpointing = checkpointing
     torch.manual_seed(2)
     ids, mask = _left_padded([6, 10], total=10)
     labels = ids.masked_fill(mask == 0, -100)
