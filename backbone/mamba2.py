@@ -12,8 +12,6 @@ to `config.time_step_limit` in both prefill and decode, which is faithful to the
 
 Padding: positions whose mask is 0 get xBC = 0 before and after the conv and dt = 0 in the scan, so
 they neither feed nor decay the state; a left-padded row therefore evolves exactly as the row alone.
-Given `packed` rows (a padded first prefill, `backbone.packing`), in_proj, the norm and out_proj run on
-the real tokens only; the conv and the scan keep the padded layout, with zeros at the padding.
 
 Fast paths (see `backbone.kernels`): an unpadded one-token step runs between in_proj and out_proj on
 three fused Triton kernels (`backbone.kernels.mamba_step_triton`); a longer input takes the conv of
@@ -33,7 +31,6 @@ from .cache import MambaState
 from .config import HybridConfig
 from .kernels import fast_paths_enabled, ssd_chunked_auto, ssd_step_auto
 from .norms import GatedGroupRMSNorm
-from .packing import PackedRows
 
 
 class Mamba2Mixer(nn.Module):
@@ -127,10 +124,8 @@ class Mamba2Mixer(nn.Module):
         hidden: torch.Tensor,
         token_mask: torch.Tensor | None = None,
         state: MambaState | None = None,
-        packed: PackedRows | None = None,
     ) -> torch.Tensor:
-        """hidden [B, L, d]; token_mask [B, L] (1 = real token) or None; state to continue from / update;
-        `packed`: where token_mask's real tokens are, to keep the per-token work off the padding."""
+        """hidden [B, L, d]; token_mask [B, L] (1 = real token) or None; state to continue from / update."""
         batch, length, _ = hidden.shape
         if (
             state is not None
@@ -143,10 +138,7 @@ class Mamba2Mixer(nn.Module):
             return mamba_decode_step(self, hidden, state)
         # longer inputs on CUDA: the conv and the norm on the prefill kernels (the scan picks its own)
         prefill_kernels = length > 1 and self._fast_usable(hidden)
-        projected = (
-            self.in_proj(hidden) if packed is None else packed.scatter(self.in_proj(packed.gather(hidden)))
-        )
-        gate, xbc, dt_raw = projected.split([self.inner, self.conv_dim, self.num_heads], dim=-1)
+        gate, xbc, dt_raw = self.in_proj(hidden).split([self.inner, self.conv_dim, self.num_heads], dim=-1)
         if prefill_kernels:
             from .kernels.mamba_prefill_triton import causal_conv_silu
 
@@ -177,18 +169,14 @@ class Mamba2Mixer(nn.Module):
             y, final = ssd_chunked_auto(x, dt, A, B, C, self.chunk_size, self.D, initial_state=initial)
             if state is not None:
                 state.ssm.copy_(final)
-        y = y.reshape(batch, length, self.inner)
-        if packed is not None:  # [N, inner] rows from here on
-            y, gate = packed.gather(y), packed.gather(gate)
         if prefill_kernels:
             from .kernels.mamba_step_triton import gated_group_rmsnorm
 
-            rows = y.shape[:-1]
+            rows = batch * length
             y = gated_group_rmsnorm(
-                y.reshape(-1, self.inner), gate.reshape(-1, self.inner), self.norm.weight,
+                y.reshape(rows, self.inner), gate.reshape(rows, self.inner), self.norm.weight,
                 self.norm.n_groups, self.norm.eps, hidden.dtype,
-            ).view(*rows, self.inner)  # fmt: skip
+            ).view(batch, length, self.inner)  # fmt: skip
         else:
-            y = self.norm(y, gate, hidden.dtype)
-        out = self.out_proj(y)
-        return out if packed is None else packed.scatter(out)
+            y = self.norm(y.reshape(batch, length, self.inner), gate, hidden.dtype)
+        return self.out_proj(y)

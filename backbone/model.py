@@ -77,7 +77,7 @@ class HybridBlock(nn.Module):
         normed = self.norm(hidden)
         if self.kind == MAMBA:
             state = context.cache.mamba_state(self.index) if context.cache is not None else None
-            out = self.mixer(normed, context.token_mask, state, context.packed)
+            out = self.mixer(normed, context.token_mask, state)
         elif self.kind == ATTENTION:
             out = self.mixer(normed, context.attn_mask, context.is_causal, context.cache, context.packed)
         elif self.kind in (MOE, MLP) and context.packed is not None:

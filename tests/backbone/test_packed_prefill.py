@@ -95,7 +95,7 @@ def test_packed_prefill_gives_the_masked_logits_at_real_tokens(tiny_model, packe
     torch.testing.assert_close(packed[real], reference[real], rtol=1e-5, atol=1e-5)
 
 
-def test_per_token_layers_see_only_real_tokens(tiny_model, packed_on_cpu, monkeypatch):
+def test_moe_and_mlp_layers_see_only_real_tokens(tiny_model, packed_on_cpu, monkeypatch):
     model = tiny_model()
     seen = {}
     forward = MoE.forward
@@ -105,7 +105,7 @@ def test_per_token_layers_see_only_real_tokens(tiny_model, packed_on_cpu, monkey
         lambda self, h, m=None: seen.setdefault("moe", []).append(h.shape[0]) or forward(self, h, m),
     )
     for name, module in model.named_modules():
-        if name.endswith(("mixer.in_proj", "mixer.out_proj", "mixer.up_proj")):
+        if name.endswith(("mixer.in_proj", "mixer.up_proj")):
             kind = name.rsplit(".", 1)[1]
             module.register_forward_hook(
                 lambda m, args, out, kind=kind: seen.setdefault(kind, []).append(args[0].shape[0])
@@ -113,8 +113,11 @@ def test_per_token_layers_see_only_real_tokens(tiny_model, packed_on_cpu, monkey
     ids, mask = _left_padded([3, 7], total=7)
     with torch.no_grad():
         model(ids, attention_mask=mask)
-    assert set(seen) == {"moe", "in_proj", "out_proj", "up_proj"}  # MoE, Mamba-2, dense MLP
-    assert all(rows == 10 for counts in seen.values() for rows in counts), seen
+    assert set(seen) == {"moe", "in_proj", "up_proj"}  # MoE, Mamba-2, dense MLP
+    assert all(rows == 10 for rows in seen["moe"] + seen["up_proj"]), seen
+    # Mamba-2 keeps the padded layout: gathering its projections cost more than it saved (H200, full
+    # depth, 8 prompts of 512..4,096 tokens: 370 ms against 344 ms)
+    assert all(rows == 14 for rows in seen["in_proj"]), seen
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
