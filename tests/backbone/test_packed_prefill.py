@@ -108,7 +108,7 @@ def test_moe_and_mlp_layers_see_only_real_tokens(tiny_model, packed_on_cpu, monk
         if name.endswith(("mixer.in_proj", "mixer.up_proj")):
             kind = name.rsplit(".", 1)[1]
             module.register_forward_hook(
-                lambda m, args, out, kind=kind: seen.setdefault(kind, []).append(args[0].shape[0])
+                lambda m, args, out, kind=kind: seen.setdefault(kind, []).append(args[0].shape[:-1].numel())
             )
     ids, mask = _left_padded([3, 7], total=7)
     with torch.no_grad():
