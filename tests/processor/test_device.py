@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,9 @@ def test_streaming_resize_is_like_resizing_after(make):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(
+    not any(importlib.util.find_spec(name) for name in ("decord", "av")), reason="needs a video decoder"
+)
 def test_cuda_resizes_video_files_while_they_decode(processor, monkeypatch, make):
     path = str(Path(omni.__file__).parent / "examples" / "video-beeps.mp4")
     cpu = processor(text="Watch <video>", videos=[path], fps=4)
