@@ -1,11 +1,12 @@
 """Padded batches as packed rows: the real tokens of every row, one after another, without the padding.
 
-A batch of prompts of different lengths arrives left-padded to the longest. Layers that treat tokens one
-at a time (the MoE, its router and experts) need not run on the padding at all, and causal attention over
-the real tokens of each row is one variable-length call (``cu_seqlens``) instead of a masked ``L × L``
-pass per row. `PackedRows` holds where the real tokens are, `gather` takes them out of a ``[B, L, ...]``
+A batch of prompts of different lengths arrives left-padded to the longest. The MoE and dense MLP layers
+treat tokens one at a time, so they need not run on the padding at all, and causal attention over the
+real tokens of each row is one variable-length call (``cu_seqlens``) instead of a masked ``L × L`` pass
+per row. `PackedRows` holds where the real tokens are, `gather` takes them out of a ``[B, L, ...]``
 tensor and `scatter` puts results back (zeros at the padding, whose outputs nothing reads: Mamba-2 and
-attention mask padding out, and the loss ignores it).
+attention mask padding out, and the loss ignores it). Mamba-2 layers keep the padded layout: taking
+their projections out of it and back cost more than it saved (H200, 8 prompts of 512 to 4,096 tokens).
 
 Packing is used for a first prefill (nothing cached yet) with padding, on CUDA, unless
 ``OMNI_PACKED_PREFILL=0`` or ``OMNI_DISABLE_FAST_PATHS=1``; the CPU keeps the masked reference path.
