@@ -175,11 +175,10 @@ class Attention(nn.Module):
         q = self.q_proj(hidden).view(batch, length, self.num_heads, self.head_dim)
         k = self.k_proj(hidden).view(batch, length, self.num_kv_heads, self.head_dim)
         v = self.v_proj(hidden).view(batch, length, self.num_kv_heads, self.head_dim)
-        first_prefill = cache is None or cache.seen_tokens == 0
         keys, values = k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             keys, values = cache.append_kv(self.layer_index, keys, values)
-        if first_prefill and _varlen_usable(q, packed):
+        if _varlen_usable(q, packed):  # packed only with nothing cached before: these keys are all of them
             out = varlen_causal_attention(q, k, v, packed, scale)
             if out is not None:
                 return self.o_proj(out.reshape(batch, length, width))

@@ -123,7 +123,7 @@ def model_rows(args: argparse.Namespace, device: torch.device, lengths: list[int
 
 
 def attention_rows(args: argparse.Namespace, device: torch.device, lengths: list[int]) -> list[dict]:
-    """One attention layer's prefill on the batch, three ways (see the module docstring)."""
+    """One attention layer's prefill on the batch, four ways on CUDA (see the module docstring)."""
     heads, kv_heads, dim = (4, 2, 16) if args.tiny else (32, 2, 128)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     _, mask = left_padded(lengths, 16, device)
