@@ -89,3 +89,36 @@ def test_fused_seams_only_in_inference(monkeypatch):
     assert seam.call_count == 3  # two seams a block, the last block's second add left as it is
     with torch.no_grad():
         assert not radio_blocks._fused_seams_usable(blocks.float(), hidden.float())  # bf16 only
+
+
+def test_mlp_gelu_epilogue_is_as_close_to_fp32_as_the_separate_ops():
+    from timm.layers import Mlp
+
+    torch.manual_seed(0)
+    mlp = Mlp(1280, 5120, act_layer=torch.nn.GELU).cuda().eval()
+    with torch.no_grad():
+        for parameter in mlp.parameters():
+            parameter.normal_(std=0.02)
+        hidden = torch.randn(1, 4099, 1280, device="cuda")
+        exact = mlp(hidden)  # fp32, erf GELU
+        mlp = mlp.bfloat16()
+        low = hidden.bfloat16()
+        assert radio_blocks.gelu_epilogue_usable(mlp, low)
+        fused = radio_blocks.mlp_gelu_epilogue(mlp, low)
+        separate = mlp(low)
+    assert fused.shape == separate.shape and fused.dtype == torch.bfloat16
+    assert rel_err(fused, exact) <= 1.1 * rel_err(separate, exact)
+    assert rel_err(fused, separate) <= 1e-2
+    assert not radio_blocks.gelu_epilogue_usable(mlp.float(), hidden)  # 16-bit only
+    assert not radio_blocks.gelu_epilogue_usable(mlp.train(), low)  # dropout may be live
+
+
+def test_blocks_take_the_gelu_epilogue(monkeypatch):
+    blocks = _blocks(2, 160, torch.bfloat16)
+    hidden = torch.randn(1, 17, 160, device="cuda").bfloat16()
+    calls = []
+    real = radio_blocks.mlp_gelu_epilogue
+    monkeypatch.setattr(radio_blocks, "mlp_gelu_epilogue", lambda mlp, x: calls.append(x.shape) or real(mlp, x))
+    with torch.no_grad():
+        run_blocks(blocks, hidden)
+    assert len(calls) == 2
