@@ -11,15 +11,13 @@ identities unless `moe_latent_size` is set. Experts are squared-ReLU MLPs held s
 matmul pair on its contiguous segment (`torch._grouped_mm` does all segments at once where usable).
 On CUDA, a few tokens (decoding) skip the sort: Triton kernels stream each chosen expert's matrices
 (`backbone.kernels.moe_triton`), and the router runs on two Triton kernels (`router_triton`). More
-tokens take the sort and the grouped matmuls, then one Triton kernel sums each token's weighted rows
-(`moe_combine_triton`). In such a prefill the shared expert runs on a second CUDA stream beside the
-routing and the routed experts, so each fills the other's idle SMs (`OMNI_MOE_SHARED_STREAM=0` keeps
-it on the current stream).
+tokens take the sort and the grouped matmuls (on Hopper, quack's kernels where that package is
+installed: `backbone.kernels.moe_quack`), then one Triton kernel sums each token's weighted rows
+(`moe_combine_triton`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
@@ -27,29 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import HybridConfig
-from .kernels import experts_gemv, experts_gemv_usable, fast_paths_enabled, topk_combine
+from .kernels import experts_gemv, experts_gemv_usable, fast_paths_enabled, moe_quack, topk_combine
 from .mlp import ReLU2MLP, relu2
 
 EXPERT_BACKENDS = ("auto", "grouped_mm", "segments", "loop")
-SHARED_STREAM_ENV = "OMNI_MOE_SHARED_STREAM"
-# Tokens from which the shared expert gets its own stream. On an H200 at the released shapes, one MoE
-# layer took 5.49 against 5.67 ms at 16,144 tokens with it, but 2.43 against 2.25 ms at 3,344.
-SHARED_STREAM_MIN_TOKENS = 8192
-_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
-
-
-def shared_stream_for(hidden: torch.Tensor, *weights: torch.Tensor) -> torch.cuda.Stream | None:
-    """The side stream the shared expert may run on for this [T, d] input, or None to stay on the current
-    stream: only on the fast path (CUDA, no gradients wanted), from `SHARED_STREAM_MIN_TOKENS` tokens, not
-    while a CUDA graph is being captured, and unless `OMNI_MOE_SHARED_STREAM=0`."""
-    if hidden.shape[0] < SHARED_STREAM_MIN_TOKENS or not fast_paths_enabled(hidden, *weights):
-        return None
-    if os.environ.get(SHARED_STREAM_ENV, "1") == "0" or torch.cuda.is_current_stream_capturing():
-        return None
-    index = hidden.device.index if hidden.device.index is not None else torch.cuda.current_device()
-    if index not in _SIDE_STREAMS:
-        _SIDE_STREAMS[index] = torch.cuda.Stream(device=index)
-    return _SIDE_STREAMS[index]
 
 
 class TopKRouter(nn.Module):
@@ -188,8 +167,14 @@ def experts_grouped(
     routed = x[token_of]
     if use_grouped_mm:
         offsets = counts.cumsum(0).to(torch.int32)
-        hidden = relu2(torch._grouped_mm(routed, up_proj.transpose(1, 2), offs=offsets))
-        out = torch._grouped_mm(hidden, down_proj.transpose(1, 2), offs=offsets)
+        out = (
+            moe_quack.experts(routed, offsets, up_proj, down_proj)
+            if moe_quack.usable(routed, up_proj, down_proj)
+            else None
+        )
+        if out is None:
+            hidden = relu2(torch._grouped_mm(routed, up_proj.transpose(1, 2), offs=offsets))
+            out = torch._grouped_mm(hidden, down_proj.transpose(1, 2), offs=offsets)
     else:
         pieces, start = [], 0
         for expert, stop in enumerate(counts.cumsum(0).tolist()):  # one host sync per layer
@@ -290,14 +275,6 @@ class MoE(nn.Module):
         """hidden [..., d]; token_mask [...] (1 = real token) only decides which choices count as load."""
         shape = hidden.shape
         flat = hidden.reshape(-1, shape[-1])
-        shared, side = None, None
-        if self.shared_experts is not None:
-            side = shared_stream_for(flat, *self.shared_experts.parameters())
-            if side is not None:  # starts after everything queued so far, runs beside what follows
-                main = torch.cuda.current_stream(flat.device)
-                side.wait_stream(main)
-                with torch.cuda.stream(side):
-                    shared = self.shared_experts(hidden)
         weights, indices = self.gate(flat)
         if self.gate.count_load and self.training:
             self.gate.record_load(indices, token_mask)
@@ -306,13 +283,8 @@ class MoE(nn.Module):
         if self.fc2_latent_proj is not None:
             routed = self.fc2_latent_proj(routed)
         out = routed.view(shape)
-        if side is not None:
-            main.wait_stream(side)
-            shared.record_stream(main)  # made on the side stream, read and freed on this one
-        elif self.shared_experts is not None:
-            shared = self.shared_experts(hidden)
-        if shared is not None:
-            out = out + shared
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(hidden)
         return out
 
 

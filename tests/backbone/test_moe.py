@@ -186,3 +186,11 @@ def test_squared_relu_kernel_only_for_tensors_large_enough_to_gain():
     assert relu2_usable(torch.zeros(MIN_ELEMENTS // 1856 + 1, 1856, dtype=torch.bfloat16))
     assert not relu2_usable(torch.zeros(4096, 1856, dtype=torch.bfloat16)[:, :1000])  # not contiguous
     assert not relu2_usable(torch.zeros(4096, 1856, dtype=torch.float64))
+
+
+def test_quack_experts_not_taken_on_cpu():
+    from backbone.kernels import moe_quack
+
+    x = torch.randn(8, 16).bfloat16()
+    up, down = torch.randn(4, 8, 16).bfloat16(), torch.randn(4, 16, 8).bfloat16()
+    assert not moe_quack.usable(x, up, down)

@@ -112,25 +112,3 @@ def test_router_logits_on_tensor_cores_match_the_fp32_matmul(monkeypatch):
     near_tie = (sorted_ref[:, 5] - sorted_ref[:, 6]).abs() <= 1e-4 * sorted_ref.abs().amax(-1)
     assert not (differ & ~near_tie).any()
 
-
-def test_shared_expert_on_its_stream_gives_the_same_layer_output(monkeypatch):
-    from backbone import moe as moe_module
-    from backbone.config import HybridConfig
-
-    config = HybridConfig(
-        hidden_size=256, n_routed_experts=16, num_experts_per_tok=4, moe_intermediate_size=128,
-        moe_shared_expert_intermediate_size=256, n_shared_experts=1,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    layer = moe_module.MoE(config).cuda().bfloat16().eval()
-    tokens = moe_module.SHARED_STREAM_MIN_TOKENS + 5
-    hidden = torch.randn(1, tokens, 256, device="cuda").bfloat16()
-    with torch.no_grad():
-        assert moe_module.shared_stream_for(hidden[0], *layer.shared_experts.parameters()) is not None
-        assert moe_module.shared_stream_for(hidden[0, :8], *layer.shared_experts.parameters()) is None
-        side = layer(hidden)
-        monkeypatch.setenv(moe_module.SHARED_STREAM_ENV, "0")
-        assert moe_module.shared_stream_for(hidden[0], *layer.shared_experts.parameters()) is None
-        same_stream = layer(hidden)
-    assert torch.equal(side, same_stream)
-    assert moe_module.shared_stream_for(hidden[0], *layer.shared_experts.parameters()) is None  # gradients
