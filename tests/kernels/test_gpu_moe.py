@@ -111,4 +111,3 @@ def test_router_logits_on_tensor_cores_match_the_fp32_matmul(monkeypatch):
     sorted_ref = reference.sort(-1, descending=True).values
     near_tie = (sorted_ref[:, 5] - sorted_ref[:, 6]).abs() <= 1e-4 * sorted_ref.abs().amax(-1)
     assert not (differ & ~near_tie).any()
-

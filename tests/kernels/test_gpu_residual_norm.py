@@ -118,7 +118,9 @@ def test_blocks_take_the_gelu_epilogue(monkeypatch):
     hidden = torch.randn(1, 17, 160, device="cuda").bfloat16()
     calls = []
     real = radio_blocks.mlp_gelu_epilogue
-    monkeypatch.setattr(radio_blocks, "mlp_gelu_epilogue", lambda mlp, x: calls.append(x.shape) or real(mlp, x))
+    monkeypatch.setattr(
+        radio_blocks, "mlp_gelu_epilogue", lambda mlp, x: calls.append(x.shape) or real(mlp, x)
+    )
     with torch.no_grad():
         run_blocks(blocks, hidden)
     assert len(calls) == 2
