@@ -5,9 +5,14 @@ Hopper GEMMs over row segments of one matrix, one weight matrix per segment: exa
 up and down projections over tokens sorted by expert. torch's grouped matmul tiles each expert's rows
 128 at a time, so at the 157 rows per expert of a 3,344-token prefill the second tile of every expert
 is mostly empty; quack takes 192-row tiles, and squares the ReLU in the up projection's epilogue, on
-the fp32 sums before they are rounded. On an H200 at the released shapes (one layer's experts, from the
-gather to the down projection): 0.88 against 1.13 ms at 3,344 tokens, 1.69 against 2.40 at 7,517,
-3.55 against 4.74 at 16,144.
+the fp32 sums before they are rounded. On an H200 at the released shapes, with tokens spread evenly
+over the experts (the load the family's bias balancing aims for; one layer's experts, from the gather
+to the down projection): 0.88 against 1.13 ms at 3,344 tokens, 1.69 against 2.40 at 7,517, 3.55
+against 4.74 at 16,144. The random-weight model of `omni bench ttft` routes otherwise: most tokens go
+to a few experts (in the first and last three MoE layers, one held 1,518 to 2,510 of an image's 20,064
+rows, and up to 73 of 128 got none in the audio case), whose long segments fill torch's tiles too, and
+its time to first token did not move beyond noise. quack's own gather of
+the rows (``A_idx``) was slower on Hopper than torch's gather before a TMA-fed GEMM, so it is not used.
 
 Used only on Hopper, for bf16 inference outside CUDA-graph capture; the kernels are compiled on first
 use (about 2 s each), once per configuration, not per token count. ``OMNI_QUACK_EXPERTS=0`` turns it
