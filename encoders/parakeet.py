@@ -23,7 +23,7 @@ from torch import nn
 from encoders.audio_clips import AudioClipper, subsampled_lengths
 from encoders.errors import EncoderInputError
 from encoders.mel import LogMelFrontEnd
-from encoders.parakeet_attention import relative_position_embedding
+from encoders.parakeet_attention import ClipLayout, padded_distances, relative_position_embedding
 from encoders.parakeet_config import ParakeetConfig
 from encoders.parakeet_layers import ConformerBlock, ConvSubsampling
 
@@ -51,25 +51,29 @@ class FastConformerEncoder(nn.Module):
         """``features [B, F, mels]`` with ``frame_lengths [B]`` valid frames; ``keep [B]`` outputs to
         return per clip (at most one past the valid ones). Returns ``hidden [B, T, d]`` and the
         ``[B, T]`` mask of kept outputs."""
-        x = self.subsampling(features, frame_lengths) * self.input_scale
+        x = self.subsampling(features, frame_lengths)
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
         batch, length, width = x.shape
-        positions = relative_position_embedding(length, width, x.device, x.dtype)
+        positions = relative_position_embedding(length, width, x.device, x.dtype, padded_distances(length))
         if self.training:
             x = F.dropout(x, self.config.dropout, True)
             positions = F.dropout(positions, self.config.dropout_positions, True)
 
-        steps = torch.arange(length, device=x.device)
-        valid_lengths = self.output_lengths(frame_lengths).clamp(max=length)
         # outputs of the clip alone: its features then end one (zeroed) frame past the valid ones
-        extent = self.output_lengths(frame_lengths + 1).clamp(max=length)
-        valid = steps[None, :] < valid_lengths[:, None]  # [B, T]
-        within_extent = steps[None, :] < extent[:, None]
-        # valid queries see valid keys; any other query sees the clip's extent with equal weight
-        allowed = torch.where(valid[:, :, None], valid[:, None, :], within_extent[:, None, :])[:, None]
-        uniform_rows = ~valid[:, None, :, None]
-
-        for layer in self.layers:
-            x = layer(x, positions, allowed, uniform_rows, valid)
+        clips = ClipLayout(
+            valid_lengths=self.output_lengths(frame_lengths).clamp(max=length),
+            extents=self.output_lengths(frame_lengths + 1).clamp(max=length),
+            length=length,
+        )
+        if len(self.layers) and self.layers[0].fused_usable(x):
+            halves = torch.full((width,), 0.5, dtype=x.dtype, device=x.device)
+            for layer in self.layers:
+                x = layer.forward_fused(x, positions, clips, halves)
+        else:
+            for layer in self.layers:
+                x = layer(x, positions, clips)
+        steps = torch.arange(length, device=x.device)
         kept = steps[None, :] < keep.clamp(max=length)[:, None]
         return x, kept
 

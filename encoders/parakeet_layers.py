@@ -13,9 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders.audio_clips import subsampled_lengths
-from encoders.parakeet_attention import RelPositionSelfAttention
+from encoders import fast_path
+from encoders.audio_clips import subsampled_length, subsampled_lengths
+from encoders.parakeet_attention import ClipLayout, RelPositionSelfAttention
 from encoders.parakeet_config import ParakeetConfig
+
+try:
+    from encoders.parakeet_conv_triton import depthwise_norm_silu, folded_operands
+    from encoders.parakeet_conv_triton import usable as conv_kernel_usable
+except ImportError:  # no Triton: the torch path only
+
+    def conv_kernel_usable(hidden: torch.Tensor, depthwise: nn.Conv1d) -> bool:
+        return False
+
 
 _ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "relu": F.relu, "gelu": F.gelu}
 
@@ -61,7 +71,24 @@ class ConvSubsampling(nn.Module):
 
     def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
         x = features.unsqueeze(1)  # [B, 1, F, mels]
-        lengths = frame_lengths
+        if torch.is_grad_enabled() and (features.requires_grad or self.linear.weight.requires_grad):
+            return self._forward_reference(x, frame_lengths)
+        # inference: ReLU in place, and only the time steps past the shortest clip get zeroed
+        lengths, shortest = frame_lengths, int(frame_lengths.min())
+        x = _zero_past(x, lengths, shortest)
+        for layer in self.layers:
+            if isinstance(layer, nn.ReLU):
+                x = x.relu_()
+                continue
+            x = layer(x)
+            if layer.stride[0] != 1:
+                lengths = subsampled_lengths(lengths, self.kernel_size, self.stride, 1)
+                shortest = subsampled_length(shortest, self.kernel_size, self.stride, 1)
+            x = _zero_past(x, lengths, shortest)
+        return self.linear(x.transpose(1, 2).flatten(2))  # [B, F', channels * mel_out]
+
+    def _forward_reference(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same with out-of-place operations, for autograd."""
         x = x * _valid_up_to(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
         for layer in self.layers:
             x = layer(x)
@@ -69,7 +96,17 @@ class ConvSubsampling(nn.Module):
                 if layer.stride[0] != 1:
                     lengths = subsampled_lengths(lengths, self.kernel_size, self.stride, 1)
                 x = x * _valid_up_to(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
-        return self.linear(x.transpose(1, 2).flatten(2))  # [B, F', channels * mel_out]
+        return self.linear(x.transpose(1, 2).flatten(2))
+
+
+def _zero_past(x: torch.Tensor, lengths: torch.Tensor, shortest: int) -> torch.Tensor:
+    """``x [B, C, T, F]`` with the steps at or past each clip's length zeroed, in place; only the steps from
+    ``shortest`` (the least length) on are looked at."""
+    if shortest < x.shape[2]:
+        tail = x[:, :, shortest:]
+        steps = torch.arange(shortest, x.shape[2], device=x.device)
+        tail.masked_fill_((steps[None, :] >= lengths[:, None])[:, None, :, None], 0.0)
+    return x
 
 
 class FeedForward(nn.Module):
@@ -104,13 +141,33 @@ class ConvolutionModule(nn.Module):
         self.pointwise_conv2 = nn.Conv1d(d, d, 1, bias=bias)
         self.act = activation(config.hidden_act)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        h = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)  # [B, d, T]
-        h = h.masked_fill(~valid[:, None, :], 0.0)
-        h = self.depthwise_conv(h)
-        bn = self.norm
-        h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        return self.pointwise_conv2(self.act(h)).transpose(1, 2)
+    def forward(self, x: torch.Tensor, clips: ClipLayout) -> torch.Tensor:
+        """``x [B, T, d]`` -> ``[B, T, d]``. The pointwise convolutions run as matmuls on the token-major
+        layout (the same sums as a width-1 convolution, without the layout changes around one)."""
+        h = F.linear(x, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias)  # [B, T, 2d]
+        h = F.glu(h, dim=-1)
+        if self._kernel_usable(h):  # padding read as zeros by the kernel
+            sources = [*self.depthwise_conv.parameters(), *self.norm.parameters(), *self.norm.buffers()]
+            operands = fast_path.derived(
+                self, "folded", sources, lambda: folded_operands(self.depthwise_conv, self.norm)
+            )
+            h = depthwise_norm_silu(h, operands, clips.valid_lengths_i32)
+        else:
+            h = h.masked_fill(~clips.valid[:, :, None], 0.0).transpose(1, 2)  # [B, d, T]
+            h = self.depthwise_conv(h)
+            bn = self.norm
+            h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            h = self.act(h).transpose(1, 2)
+        return F.linear(h, self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
+
+    def _kernel_usable(self, h: torch.Tensor) -> bool:
+        """Whether depthwise convolution, BatchNorm and SiLU run as one Triton kernel
+        (`encoders.parakeet_conv_triton`)."""
+        return (
+            self.act is F.silu
+            and fast_path.inference_kernel_usable(h, self.parameters())
+            and conv_kernel_usable(h, self.depthwise_conv)
+        )
 
 
 class ConformerBlock(nn.Module):
@@ -130,16 +187,36 @@ class ConformerBlock(nn.Module):
         self.norm_feed_forward2 = nn.LayerNorm(d)
         self.norm_out = nn.LayerNorm(d)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        position_embedding: torch.Tensor,
-        allowed: torch.Tensor,
-        uniform_rows: torch.Tensor,
-        valid: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, position_embedding: torch.Tensor, clips: ClipLayout) -> torch.Tensor:
         x = x + 0.5 * self.feed_forward1(self.norm_feed_forward1(x))
-        x = x + self.self_attn(self.norm_self_att(x), position_embedding, allowed, uniform_rows)
-        x = x + self.conv(self.norm_conv(x), valid)
+        x = x + self.self_attn(self.norm_self_att(x), position_embedding, clips)
+        x = x + self.conv(self.norm_conv(x), clips)
         x = x + 0.5 * self.feed_forward2(self.norm_feed_forward2(x))
         return self.norm_out(x)
+
+    def forward_fused(
+        self, x: torch.Tensor, position_embedding: torch.Tensor, clips: ClipLayout, halves: torch.Tensor
+    ) -> torch.Tensor:
+        """`forward` with each residual add and the LayerNorm after it as one Triton kernel
+        (`encoders.residual_norm_triton`): the sums rounded as the separate operations round them, the
+        norms equal up to their last bits. ``halves``: the ½ scales as a ``[d]`` tensor of ``x``'s dtype."""
+        from encoders.residual_norm_triton import scaled_residual_norm_triton as seam
+
+        ones = halves + halves
+        x, normed = seam(x, self.feed_forward1(self.norm_feed_forward1(x)), halves, self.norm_self_att)
+        x, normed = seam(x, self.self_attn(normed, position_embedding, clips), ones, self.norm_conv)
+        x, normed = seam(x, self.conv(normed, clips), ones, self.norm_feed_forward2)
+        return seam(x, self.feed_forward2(normed), halves, self.norm_out)[1]
+
+    def fused_usable(self, x: torch.Tensor) -> bool:
+        """Whether `forward_fused` can run on ``x`` (bf16 on CUDA, inference, the kernel importable)."""
+        if not fast_path.inference_kernel_usable(x, self.parameters()):
+            return False
+        try:
+            from encoders.residual_norm_triton import scaled_residual_norm_usable
+        except ImportError:
+            return False
+        return all(
+            scaled_residual_norm_usable(x, x, x.new_empty(x.shape[-1]), norm)
+            for norm in (self.norm_self_att, self.norm_conv, self.norm_feed_forward2, self.norm_out)
+        )

@@ -19,7 +19,6 @@ tokens took 0.77 ms against 1.25 ms one image at a time on cuDNN. torch's own va
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import partial
 
@@ -27,7 +26,8 @@ import torch
 from timm.layers import Mlp
 from torch import nn
 
-from . import flash4
+from . import fast_path, flash4
+from .fast_path import DISABLE_FAST_PATHS_ENV  # noqa: F401  (the switch, named here too)
 from .radio_config import RadioConfig
 from .sdpa import attention
 
@@ -143,14 +143,10 @@ class RadioBlock(nn.Module):
         return hidden + self.layer_scale2(self.mlp(self.norm2(hidden)))
 
 
-# The package-wide switch that keeps every GPU kernel of our own off (the reference path runs).
-DISABLE_FAST_PATHS_ENV = "OMNI_DISABLE_FAST_PATHS"
-
-
 def _fused_seams_usable(blocks: Sequence[RadioBlock], hidden: torch.Tensor) -> bool:
     """Whether the blocks' residual-add + LayerNorm seams can run on the Triton kernel: CUDA, no
     gradients wanted (the kernel has no backward), Triton importable, shapes and dtypes it takes."""
-    if not hidden.is_cuda or not blocks or os.environ.get(DISABLE_FAST_PATHS_ENV, "0") == "1":
+    if not hidden.is_cuda or not blocks or not fast_path.fast_paths_enabled():
         return False
     if torch.is_grad_enabled() and (
         hidden.requires_grad or any(p.requires_grad for p in blocks[0].parameters())

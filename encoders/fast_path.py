@@ -1,0 +1,51 @@
+"""When the encoders may take their own GPU kernels: CUDA, 16-bit activations, no gradients wanted (the
+kernels have no backward), Triton importable, and not switched off by the package-wide
+``OMNI_DISABLE_FAST_PATHS=1`` (the reference path then runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+# The package-wide switch that keeps every GPU kernel of our own off (the reference path runs).
+DISABLE_FAST_PATHS_ENV = "OMNI_DISABLE_FAST_PATHS"
+
+
+def fast_paths_enabled() -> bool:
+    """Whether the environment allows our own kernels (``OMNI_DISABLE_FAST_PATHS`` unset or not ``1``)."""
+    return os.environ.get(DISABLE_FAST_PATHS_ENV, "0") != "1"
+
+
+def triton_available() -> bool:
+    """Whether Triton can be imported (without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def inference_kernel_usable(hidden: torch.Tensor, parameters: Iterable[torch.Tensor]) -> bool:
+    """Whether an inference-only Triton kernel may run on ``hidden``: a bf16/fp16 CUDA tensor, no
+    gradient wanted of it or of ``parameters``, Triton there and fast paths allowed."""
+    if not hidden.is_cuda or hidden.dtype not in (torch.bfloat16, torch.float16) or not fast_paths_enabled():
+        return False
+    if torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in parameters)):
+        return False
+    return triton_available()
+
+
+def derived(owner: torch.nn.Module, name: str, sources: Sequence[torch.Tensor], build: Callable[[], T]) -> T:
+    """``build()``, a value computed from ``sources`` (weights folded for a kernel), cached on ``owner`` until
+    any source changes: another tensor, dtype or device, or an in-place update (its version counter), as
+    loading a state dict or an optimizer step makes. Kept out of the state dict."""
+    signature = tuple((t.data_ptr(), t._version, t.dtype, t.device, t.shape) for t in sources)
+    cache = owner.__dict__.setdefault("_derived", {})
+    hit = cache.get(name)
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    value = build()
+    cache[name] = (signature, value)
+    return value

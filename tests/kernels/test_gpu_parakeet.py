@@ -1,0 +1,104 @@
+"""GPU parity of the FastConformer's Triton kernels (relative-position attention, the convolution module's
+middle) with the torch path in fp32, at the released widths, and a padded batch of clips through the
+encoder on them against each clip alone. Skipped without CUDA."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+import torch
+from numerics import rel_err
+
+from encoders import parakeet_attention, parakeet_layers
+from encoders.parakeet import ParakeetSoundEncoder
+from encoders.parakeet_attention import ClipLayout, RelPositionSelfAttention, relative_position_embedding
+from encoders.parakeet_config import ParakeetConfig
+from encoders.parakeet_layers import ConvolutionModule
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+RELEASED = dict(hidden_size=1024, num_attention_heads=8, intermediate_size=4096, conv_kernel_size=9)
+
+
+@torch.no_grad()
+def _randomise(module: torch.nn.Module) -> None:
+    torch.manual_seed(0)
+    for sub in module.modules():
+        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
+            sub.weight.normal_(0.0, sub.weight[0].numel() ** -0.5)
+            if sub.bias is not None:
+                sub.bias.normal_(0.0, 0.1)
+        if isinstance(sub, torch.nn.BatchNorm1d):
+            sub.running_mean.normal_()
+            sub.running_var.uniform_(0.5, 2.0)
+            sub.weight.normal_(1.0, 0.3)
+            sub.bias.normal_()
+        if isinstance(sub, RelPositionSelfAttention):
+            sub.bias_u.normal_()
+            sub.bias_v.normal_()
+
+
+def _clips(valid: list[int], length: int) -> ClipLayout:
+    lengths = torch.tensor(valid, device="cuda")
+    return ClipLayout(lengths, (lengths + 1).clamp(max=length), length)
+
+
+@pytest.mark.parametrize("valid", [[376, 376, 376, 376], [376, 300, 75, 1]])
+def test_attention_kernel_matches_fp32(valid):
+    config = ParakeetConfig(**RELEASED, num_hidden_layers=1)
+    module = RelPositionSelfAttention(config).cuda().eval()
+    _randomise(module)
+    length = 376
+    hidden = torch.randn(len(valid), length, 1024, device="cuda")
+    positions = relative_position_embedding(length, 1024, hidden.device, torch.float32)
+    clips = _clips(valid, length)
+    with torch.no_grad():
+        reference = module(hidden, positions, clips)
+        low = module.bfloat16()
+        with mock.patch.object(low, "_forward_kernel", wraps=low._forward_kernel) as kernel_path:
+            fast = low(hidden.bfloat16(), positions.bfloat16(), clips)
+        assert kernel_path.called
+        with mock.patch.object(parakeet_attention, "kernel_usable", return_value=False):
+            torch_bf16 = low(hidden.bfloat16(), positions.bfloat16(), clips)
+    assert rel_err(fast, reference) <= 1.5 * rel_err(torch_bf16, reference) + 1e-3
+
+
+def test_conv_kernel_matches_fp32():
+    config = ParakeetConfig(**RELEASED, num_hidden_layers=1)
+    module = ConvolutionModule(config).cuda().eval()
+    _randomise(module)
+    clips = _clips([376, 200, 9], 376)
+    hidden = torch.randn(3, 376, 1024, device="cuda")
+    with torch.no_grad():
+        reference = module(hidden, clips)
+        low = module.bfloat16()
+        kernel = parakeet_layers.depthwise_norm_silu
+        with mock.patch.object(parakeet_layers, "depthwise_norm_silu", wraps=kernel) as kernel_path:
+            fast = low(hidden.bfloat16(), clips)
+        assert kernel_path.called
+        with mock.patch.object(parakeet_layers, "conv_kernel_usable", return_value=False):
+            torch_bf16 = low(hidden.bfloat16(), clips)
+    assert rel_err(fast, reference) <= 1.5 * rel_err(torch_bf16, reference) + 1e-3
+
+
+def test_padded_batch_on_the_kernels_equals_each_clip_alone():
+    config = ParakeetConfig(**RELEASED, num_hidden_layers=2, num_mel_bins=128, subsampling_conv_channels=256)
+    encoder = ParakeetSoundEncoder(config).cuda().eval()
+    _randomise(encoder)
+    encoder = encoder.bfloat16()
+    frames = [3000, 2100, 333]
+    features = torch.zeros(3, 3000, 128, device="cuda", dtype=torch.bfloat16)
+    mask = torch.zeros(3, 3000, dtype=torch.bool, device="cuda")
+    for row, count in enumerate(frames):
+        features[row, :count] = torch.randn(count, 128, device="cuda").bfloat16()
+        mask[row, :count] = True
+    with torch.no_grad():
+        assert encoder.encoder.layers[0].fused_usable(features.new_empty(1, 1, 1024))
+        hidden, kept = encoder(features, mask)
+        for row, count in enumerate(frames):
+            alone, alone_kept = encoder(features[row : row + 1, :count], mask[row : row + 1, :count])
+            assert rel_err(hidden[row, kept[row]], alone[0, alone_kept[0]]) <= 3e-2
