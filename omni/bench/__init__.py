@@ -61,6 +61,13 @@ def add_ttft_arguments(parser: argparse.ArgumentParser, shared: bool = True) -> 
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case after a warm-up")
     parser.add_argument(
+        "--routing",
+        choices=["balanced", "random"],
+        default="balanced",
+        help="balanced: the routers' selection biases first brought to even expert load, as trained "
+        "checkpoints have them (default); random: the random routers as built",
+    )
+    parser.add_argument(
         "--memory-limit-gib",
         type=float,
         default=None,

@@ -36,10 +36,12 @@ built, as a service that sees the same sizes again does.
 Peak memory: the model's own weights plus the most ``torch.cuda.max_memory_allocated`` rose above
 what was allocated before the timed runs (the inputs and the other model's weights excluded).
 
-Routing: random routers do not spread tokens as trained ones do. On an H200 run (the first and last three MoE
-layers), one expert took 1,518 to 2,510 of the image's 20,064 routed rows and 2 to 19 of the 128 got
-none; in the audio case one expert took 5,598 to 7,502 of 45,102 rows and 16 to 73 got none. The experts' time here is that of such
-concentrated routing, for both sides.
+Routing (``--routing``): random routers do not spread tokens as trained ones do. On an H200 run (the
+first and last three MoE layers), one expert took 1,518 to 2,510 of the image's 20,064 routed rows and 2
+to 19 of the 128 got none; in the audio case one expert took 5,598 to 7,502 of 45,102 rows and 16 to 73
+got none. ``balanced`` (the default) first brings the routers' selection biases to even load with the
+family's own training rule, on a separate random draw of the inputs (`omni.bench.routing`), as a trained
+checkpoint's are; both sides then load those weights. ``random`` keeps the random routers.
 
 Compute floor: FLOPs / the bf16 matmul rate measured in the same run (8192^3). FLOPs: 2 x weights x
 tokens for every linear (the ViT, the audio encoder with its subsampling convolutions, both
@@ -78,12 +80,14 @@ from omni.bench.common import (
     run_info,
     write_json,
 )
+from omni.bench.routing import balance_routers
 from omni.checkpoint import released_config, released_tensors
 from omni.errors import InputError
 from omni.model import OmniModel
 
 IMAGE_TOKEN, VIDEO_TOKEN, AUDIO_TOKEN = 18, 23, 27  # released checkpoints put video frames on <image> rows
 PRESET = os.path.join(PRESETS_DIR, "nemotron-3-nano-30b-a3b.json")
+BALANCE_PASSES, BALANCE_PASSES_TINY = 30, 3
 OUT_OF_MEMORY = "out of memory"
 
 VISION = dict(model_type="radio", hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
@@ -605,6 +609,19 @@ def run_case(
     return row
 
 
+@torch.no_grad()
+def calibration_embeds(
+    ours: OmniModel, names: Sequence[str], rates: Sequence[float], sizes: Sizes
+) -> list[torch.Tensor]:
+    """Language-model inputs of a separate random draw of the cases (the video at its first EVS rate; the
+    2-minute video left out), for `balance_routers`."""
+    kept = [name for name in names if name != "video-2min"]
+    return [
+        ours.embed_inputs(**case.ours).inputs_embeds
+        for case in cases(ours, None, kept, list(rates)[:1], sizes)
+    ]
+
+
 def check_arguments(args: argparse.Namespace) -> tuple[list[str], list[float]]:
     """The case names and EVS rates asked for; InputError on a bad option."""
     names = [n.strip() for n in args.cases.split(",") if n.strip()]
@@ -673,6 +690,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     size = 512 if args.tiny else 8192
     rate = matmul_rate(device, size, dtype)
     meta = run_info(device)
+    meta["routing"] = {"mode": args.routing}
+    if args.routing == "balanced":
+        report = balance_routers(ours.language_model, calibration_embeds(ours, names, rates, sizes),
+                                 passes=BALANCE_PASSES_TINY if args.tiny else BALANCE_PASSES)  # fmt: skip
+        meta["routing"].update(asdict(report))
+        print(f"routing balanced in {report.passes} passes: busiest expert {report.max_over_mean_before:.2f}x "
+              f"-> {report.max_over_mean_after:.2f}x the mean, experts with no rows {report.empty_before:.1f} "
+              f"-> {report.empty_after:.1f} per layer", flush=True)  # fmt: skip
     reference = None
     if not args.skip_reference:
         reference = _load_reference_or_none(ours, device, meta)
