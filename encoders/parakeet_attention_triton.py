@@ -118,6 +118,13 @@ def usable(query: torch.Tensor, num_heads: int) -> bool:
     )
 
 
+def default_tiles(length: int) -> tuple[int, int, int, int]:
+    """(query rows, keys, warps, stages) of a program for clips of ``length`` positions. On an H200, 20 clips
+    of 376 (30 s) with 8 heads of 128: 128 x 128 with 8 warps took 0.105 ms, 64 x 32 with 4 warps 0.122,
+    64 x 64 0.156; shorter clips keep the smaller tile, which leaves fewer rows empty."""
+    return (128, 128, 8, 2) if length >= 256 else (64, 32, 4, 2)
+
+
 def rel_position_attention(
     q_v: torch.Tensor,
     k: torch.Tensor,
@@ -129,14 +136,14 @@ def rel_position_attention(
     scale: float,
     heads: int,
     *,
-    tiles: tuple[int, int, int, int] = (64, 64, 4, 2),
+    tiles: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """Relative-position attention of ``heads`` heads over projections ``q_v = q + bias_v``, ``k``, ``v``
     ``[B, T, H·D]`` (last dimension contiguous) against ``r [P, H·D]``: the projected embeddings of
     distances ``T-1 … -(T-1)`` followed by zero rows, ``P`` a multiple of `POSITION_ALIGN`; ``u_minus_v
     [H·D]`` fp32 ``bias_u - bias_v``; ``valid_lengths, extents [B]`` int32, each clip's valid positions and
     its extent (the keys its padding rows average). ``tiles``: (query rows, keys, warps, stages) of a
-    program. Returns ``[B, T, H·D]``.
+    program, by default `default_tiles`. Returns ``[B, T, H·D]``.
     """
     batch, length, width = q_v.shape
     positions, dim = r.shape[0], width // heads
@@ -156,7 +163,7 @@ def rel_position_attention(
     r_heads = r.view(positions, heads, dim).transpose(0, 1)
     qr = torch.bmm(q_heads, r_heads.transpose(1, 2))
     out = torch.empty(batch, length, width, dtype=q_v.dtype, device=q_v.device)
-    block_m, block_n, warps, stages = tiles
+    block_m, block_n, warps, stages = tiles or default_tiles(length)
     grid = (triton.cdiv(length, block_m), batch * heads)
     _rel_position_attention_kernel[grid](
         q_v, k, v, u_minus_v, qr, out, valid_lengths, extents,
