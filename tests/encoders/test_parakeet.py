@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from parakeet_weights import randomise
 from safetensors.torch import load_file
 from transformers import (
     NemotronH_Omni_Reasoning_V3,
@@ -36,25 +37,6 @@ AUDIO_CONFIG = {
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
-
-
-@torch.no_grad()
-def randomise(module: torch.nn.Module) -> None:
-    """Weights large enough that attention and both position biases visibly shape the output, and
-    BatchNorm statistics away from identity, so a wrong formula cannot pass."""
-    for sub in module.modules():
-        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
-            sub.weight.normal_(0.0, sub.weight[0].numel() ** -0.5)
-            if sub.bias is not None:
-                sub.bias.normal_(0.0, 0.1)
-        if isinstance(sub, torch.nn.BatchNorm1d):
-            sub.running_mean.normal_()
-            sub.running_var.uniform_(0.5, 2.0)
-            sub.weight.normal_(1.0, 0.3)
-            sub.bias.normal_()
-        if hasattr(sub, "bias_u"):
-            sub.bias_u.normal_()
-            sub.bias_v.normal_()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
 from numerics import rel_err  # noqa: E402
+from parakeet_weights import randomise  # noqa: E402
 
 from encoders import fast_path  # noqa: E402
 from encoders.parakeet import ParakeetSoundEncoder  # noqa: E402
@@ -28,25 +29,6 @@ from encoders.parakeet_layers import ConvolutionModule  # noqa: E402
 def kernels_on():
     """Our kernels taken on CPU tensors (the interpreter runs them there)."""
     return mock.patch.object(fast_path, "inference_kernel_usable", return_value=True)
-
-
-@torch.no_grad()
-def randomise(module: torch.nn.Module, seed: int) -> None:
-    """Weights that make every term of the block matter (as in tests/encoders/test_parakeet.py)."""
-    g = torch.Generator().manual_seed(seed)
-    for sub in module.modules():
-        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
-            sub.weight.copy_(torch.randn(sub.weight.shape, generator=g) * sub.weight[0].numel() ** -0.5)
-            if sub.bias is not None:
-                sub.bias.copy_(torch.randn(sub.bias.shape, generator=g) * 0.1)
-        if isinstance(sub, torch.nn.BatchNorm1d):
-            sub.running_mean.copy_(torch.randn(sub.running_mean.shape, generator=g))
-            sub.running_var.copy_(torch.rand(sub.running_var.shape, generator=g) * 1.5 + 0.5)
-            sub.weight.copy_(torch.randn(sub.weight.shape, generator=g) * 0.3 + 1)
-            sub.bias.copy_(torch.randn(sub.bias.shape, generator=g))
-        if isinstance(sub, RelPositionSelfAttention):
-            sub.bias_u.copy_(torch.randn(sub.bias_u.shape, generator=g))
-            sub.bias_v.copy_(torch.randn(sub.bias_v.shape, generator=g))
 
 
 def clip_layout(valid: list[int], extents: list[int], length: int) -> ClipLayout:

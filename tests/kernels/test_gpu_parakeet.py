@@ -9,6 +9,7 @@ from unittest import mock
 import pytest
 import torch
 from numerics import rel_err
+from parakeet_weights import randomise
 
 from encoders import parakeet_attention, parakeet_layers
 from encoders.parakeet import ParakeetSoundEncoder
@@ -24,24 +25,6 @@ pytestmark = [
 RELEASED = dict(hidden_size=1024, num_attention_heads=8, intermediate_size=4096, conv_kernel_size=9)
 
 
-@torch.no_grad()
-def _randomise(module: torch.nn.Module) -> None:
-    torch.manual_seed(0)
-    for sub in module.modules():
-        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
-            sub.weight.normal_(0.0, sub.weight[0].numel() ** -0.5)
-            if sub.bias is not None:
-                sub.bias.normal_(0.0, 0.1)
-        if isinstance(sub, torch.nn.BatchNorm1d):
-            sub.running_mean.normal_()
-            sub.running_var.uniform_(0.5, 2.0)
-            sub.weight.normal_(1.0, 0.3)
-            sub.bias.normal_()
-        if isinstance(sub, RelPositionSelfAttention):
-            sub.bias_u.normal_()
-            sub.bias_v.normal_()
-
-
 def _clips(valid: list[int], length: int) -> ClipLayout:
     lengths = torch.tensor(valid, device="cuda")
     return ClipLayout(lengths, (lengths + 1).clamp(max=length), length)
@@ -51,7 +34,7 @@ def _clips(valid: list[int], length: int) -> ClipLayout:
 def test_attention_kernel_matches_fp32(valid):
     config = ParakeetConfig(**RELEASED, num_hidden_layers=1)
     module = RelPositionSelfAttention(config).cuda().eval()
-    _randomise(module)
+    randomise(module, seed=0)
     length = 376
     hidden = torch.randn(len(valid), length, 1024, device="cuda")
     positions = relative_position_embedding(length, 1024, hidden.device, torch.float32)
@@ -70,7 +53,7 @@ def test_attention_kernel_matches_fp32(valid):
 def test_conv_kernel_matches_fp32():
     config = ParakeetConfig(**RELEASED, num_hidden_layers=1)
     module = ConvolutionModule(config).cuda().eval()
-    _randomise(module)
+    randomise(module, seed=0)
     clips = _clips([376, 200, 9], 376)
     hidden = torch.randn(3, 376, 1024, device="cuda")
     with torch.no_grad():
@@ -88,7 +71,7 @@ def test_conv_kernel_matches_fp32():
 def test_padded_batch_on_the_kernels_equals_each_clip_alone():
     config = ParakeetConfig(**RELEASED, num_hidden_layers=2, num_mel_bins=128, subsampling_conv_channels=256)
     encoder = ParakeetSoundEncoder(config).cuda().eval()
-    _randomise(encoder)
+    randomise(encoder, seed=0)
     encoder = encoder.bfloat16()
     frames = [3000, 2100, 333]
     features = torch.zeros(3, 3000, 128, device="cuda", dtype=torch.bfloat16)
