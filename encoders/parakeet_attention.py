@@ -143,8 +143,11 @@ class RelPositionSelfAttention(nn.Module):
         with equal weights (what the reference computes for a clip alone, where every score of such
         a row is the same large negative).
         """
-        if fast_path.inference_kernel_usable(hidden, self.parameters()) and kernel_usable(
-            hidden, self.num_heads
+        no_dropout = not self.training or self.dropout == 0.0  # the kernel has none
+        if (
+            no_dropout
+            and fast_path.inference_kernel_usable(hidden, self.parameters())
+            and kernel_usable(hidden, self.num_heads)
         ):
             return self._forward_kernel(hidden, position_embedding, clips)
         q = self._heads(self.q_proj(hidden))  # [B, H, T, Dh]

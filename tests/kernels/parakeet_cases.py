@@ -62,6 +62,18 @@ def attention_cases(results: dict) -> None:
         )
 
 
+def dropout_case(results: dict) -> None:
+    """In training with attention dropout (a frozen encoder in a model put in training mode), the torch path
+    runs: the kernel has no dropout."""
+    config = ParakeetConfig(hidden_size=32, num_attention_heads=2, num_hidden_layers=1, attention_dropout=0.1)
+    module = RelPositionSelfAttention(config).bfloat16().train().requires_grad_(False)
+    hidden = torch.randn(1, 8, 32).bfloat16()
+    positions = relative_position_embedding(8, 32, hidden.device, hidden.dtype)
+    with kernels_on(), mock.patch.object(module, "_forward_kernel") as kernel_path:
+        module(hidden, positions, clip_layout([8], [8], 8))
+    results["attention/dropout_keeps_torch_path"] = float(not kernel_path.called)
+
+
 def conv_cases(results: dict) -> None:
     config = ParakeetConfig(hidden_size=96, num_attention_heads=2, num_hidden_layers=1, conv_kernel_size=9)
     module = ConvolutionModule(config).eval()
@@ -113,6 +125,7 @@ def encoder_case(results: dict) -> None:
 if __name__ == "__main__":
     out: dict = {}
     attention_cases(out)
+    dropout_case(out)
     conv_cases(out)
     encoder_case(out)
     json.dump(out, sys.stdout)

@@ -20,6 +20,10 @@ def test_attention_kernel_as_close_to_fp32_as_the_torch_path(results, shape):
     assert results[key + "/shape_dtype"] == 1.0
 
 
+def test_training_with_attention_dropout_keeps_the_torch_path(results):
+    assert results["attention/dropout_keeps_torch_path"] == 1.0
+
+
 def test_conv_kernel_as_close_to_fp32_as_the_torch_path(results):
     assert results["conv/kernel"] <= 1.5 * results["conv/torch_bf16"] + 1e-3, results
     assert results["conv/short_clip_tail"] <= 2e-2
