@@ -10,6 +10,8 @@ tower's time outside them: embeddings, position tables, EVS, padding and packing
 The floor column is the case's FLOPs / the bf16 matmul rate measured in the same run
 (as in `omni bench ttft`), for the whole case only.
 
+Routers are balanced first as in `omni bench ttft` (``--routing random`` keeps them random).
+
 Run: PYTHONPATH=. python benchmarks/profile_ttft.py --case audio [--layers MEM*EMEM] [--json out.json]
 Smoke run on the CPU (times are CPU times): ... --tiny --device cpu
 """
@@ -28,7 +30,18 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from omni.bench.common import format_table, matmul_rate, write_json
-from omni.bench.ttft import build_ours, cases, first_token, input_sizes, lm_flops, omni_config
+from omni.bench.routing import balance_routers
+from omni.bench.ttft import (
+    BALANCE_PASSES,
+    BALANCE_PASSES_TINY,
+    build_ours,
+    calibration_embeds,
+    cases,
+    first_token,
+    input_sizes,
+    lm_flops,
+    omni_config,
+)
 
 PREFIX = "omni::"
 TOWERS = {"vision_model": "vision", "sound_encoder": "audio", "language_model": "lm"}
@@ -208,13 +221,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--layers", default="MEM*EMEM", help="language-model layer pattern")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny widths and inputs (smoke run)")
+    parser.add_argument("--routing", choices=["balanced", "random"], default="balanced",
+                        help="routers brought to even load first, as in omni bench ttft (default), or not")  # fmt: skip
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
     model = build_ours(omni_config(args.layers, args.tiny), device, torch.bfloat16)
-    case = next(cases(model, None, [args.case], [args.evs], input_sizes(args.tiny, args.frames)))
+    sizes = input_sizes(args.tiny, args.frames)
+    if args.routing == "balanced":
+        calibration = calibration_embeds(model, [args.case], [args.evs], sizes)
+        passes = BALANCE_PASSES_TINY if args.tiny else BALANCE_PASSES
+        report = balance_routers(model.language_model, calibration, passes=passes)
+        print(f"routing balanced: busiest expert {report.max_over_mean_before:.2f}x -> "
+              f"{report.max_over_mean_after:.2f}x the mean")  # fmt: skip
+    case = next(cases(model, None, [args.case], [args.evs], sizes))
     rate = matmul_rate(device, 512 if args.tiny else 8192, torch.bfloat16)
 
     with torch.no_grad():
