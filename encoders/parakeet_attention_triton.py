@@ -7,10 +7,10 @@ takes an arbitrary mask. Here:
 
 - ``(q + v)·r`` for every query and distance is one batched matmul into ``[H, B·T, P]`` (``P``: the
   ``2T - 1`` distances, padded with zero rows to a multiple of 8 so every row is 16-byte aligned);
-- one flash-attention kernel reads the content scores' operands, adds both position terms for its
-  tile straight from those (row ``i`` of the tile reads distance column ``T-1-i+j``: a strided
-  load, contiguous along the keys), and applies each clip's key limits from two lengths instead of a
-  mask; the output is written ``[B, T, H, D]``, the layout the output projection reads.
+- one flash-attention kernel computes the content scores, adds the position scores for its tile straight
+  from that table (row ``i`` of the tile reads distance column ``T-1-i+j``: a strided load, contiguous
+  along the keys), and applies each clip's key limits from two lengths instead of a mask; the output is
+  written ``[B, T, H, D]``, the layout the output projection reads.
 
 Rows of a clip past its valid length (padding) average the values up to the clip's extent with
 equal weights, as the reference computes for a clip encoded alone.
@@ -23,7 +23,6 @@ import triton
 import triton.language as tl
 
 HEAD_DIMS = (16, 32, 64, 128)  # head widths the kernel is built for (a power of two, tl.dot's minimum 16)
-POSITION_ALIGN = 8  # distance rows a multiple of this: 16-byte rows of 16-bit scores
 _LOG2E = 1.4426950408889634
 
 
@@ -140,7 +139,8 @@ def rel_position_attention(
 ) -> torch.Tensor:
     """Relative-position attention of ``heads`` heads over projections ``q_v = q + bias_v``, ``k``, ``v``
     ``[B, T, H·D]`` (last dimension contiguous) against ``r [P, H·D]``: the projected embeddings of
-    distances ``T-1 … -(T-1)`` followed by zero rows, ``P`` a multiple of `POSITION_ALIGN`; ``u_minus_v
+    distances ``T-1 … -(T-1)``, then any zero rows (a multiple of 8 rows keeps the table's rows 16-byte
+    aligned); ``u_minus_v
     [H·D]`` fp32 ``bias_u - bias_v``; ``valid_lengths, extents [B]`` int32, each clip's valid positions and
     its extent (the keys its padding rows average). ``tiles``: (query rows, keys, warps, stages) of a
     program, by default `default_tiles`. Returns ``[B, T, H·D]``.
@@ -150,10 +150,8 @@ def rel_position_attention(
     for name, t in (("q_v", q_v), ("k", k), ("v", v)):
         if t.shape != q_v.shape or t.stride(-1) != 1 or t.dtype != q_v.dtype:
             raise ValueError(f"{name}: expected {tuple(q_v.shape)} {q_v.dtype} with contiguous rows")
-    if positions < 2 * length - 1 or positions % POSITION_ALIGN or r.shape[1] != width:
-        raise ValueError(
-            f"r: expected [>= {2 * length - 1}, {width}], rows a multiple of 8; got {tuple(r.shape)}"
-        )
+    if positions < 2 * length - 1 or r.shape[1] != width:
+        raise ValueError(f"r: expected [>= {2 * length - 1}, {width}], got {tuple(r.shape)}")
     if u_minus_v.shape != (width,) or u_minus_v.dtype != torch.float32:
         raise ValueError(
             f"u_minus_v: expected [{width}] float32, got {tuple(u_minus_v.shape)} {u_minus_v.dtype}"

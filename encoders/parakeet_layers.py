@@ -37,11 +37,6 @@ def activation(name: str):
     return _ACTIVATIONS[name]
 
 
-def _valid_up_to(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """``[B, size]`` bool: position < length."""
-    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
-
-
 class ConvSubsampling(nn.Module):
     """Mel frames ``[B, F, mels]`` -> ``[B, F', hidden]`` with ``F' = ceil(F / factor)``.
 
@@ -71,42 +66,35 @@ class ConvSubsampling(nn.Module):
 
     def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
         x = features.unsqueeze(1)  # [B, 1, F, mels]
-        if torch.is_grad_enabled() and (features.requires_grad or self.linear.weight.requires_grad):
-            return self._forward_reference(x, frame_lengths)
-        # inference: ReLU in place, and only the time steps past the shortest clip get zeroed
-        lengths, shortest = frame_lengths, int(frame_lengths.min())
-        x = _zero_past(x, lengths, shortest)
+        # inference: ReLU in place, and only the time steps past the shortest clip get zeroed, in place
+        in_place = not (
+            torch.is_grad_enabled() and (features.requires_grad or self.linear.weight.requires_grad)
+        )
+        lengths, shortest = frame_lengths, int(frame_lengths.min()) if in_place else 0
+        x = _zero_past(x, lengths, shortest, in_place)
         for layer in self.layers:
             if isinstance(layer, nn.ReLU):
-                x = x.relu_()
+                x = x.relu_() if in_place else layer(x)
                 continue
             x = layer(x)
             if layer.stride[0] != 1:
                 lengths = subsampled_lengths(lengths, self.kernel_size, self.stride, 1)
                 shortest = subsampled_length(shortest, self.kernel_size, self.stride, 1)
-            x = _zero_past(x, lengths, shortest)
+            x = _zero_past(x, lengths, shortest, in_place)
         return self.linear(x.transpose(1, 2).flatten(2))  # [B, F', channels * mel_out]
 
-    def _forward_reference(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The same with out-of-place operations, for autograd."""
-        x = x * _valid_up_to(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
-        for layer in self.layers:
-            x = layer(x)
-            if isinstance(layer, nn.Conv2d):
-                if layer.stride[0] != 1:
-                    lengths = subsampled_lengths(lengths, self.kernel_size, self.stride, 1)
-                x = x * _valid_up_to(lengths, x.shape[2])[:, None, :, None].to(x.dtype)
-        return self.linear(x.transpose(1, 2).flatten(2))
 
-
-def _zero_past(x: torch.Tensor, lengths: torch.Tensor, shortest: int) -> torch.Tensor:
-    """``x [B, C, T, F]`` with the steps at or past each clip's length zeroed, in place; only the steps from
-    ``shortest`` (the least length) on are looked at."""
-    if shortest < x.shape[2]:
-        tail = x[:, :, shortest:]
-        steps = torch.arange(shortest, x.shape[2], device=x.device)
-        tail.masked_fill_((steps[None, :] >= lengths[:, None])[:, None, :, None], 0.0)
-    return x
+def _zero_past(x: torch.Tensor, lengths: torch.Tensor, start: int, in_place: bool) -> torch.Tensor:
+    """``x [B, C, T, F]`` with the steps at or past each clip's length zeroed; only the steps from ``start``
+    on are looked at (in place: the least length; otherwise 0, for autograd)."""
+    if start >= x.shape[2]:
+        return x
+    steps = torch.arange(start, x.shape[2], device=x.device)
+    past = (steps[None, :] >= lengths[:, None])[:, None, :, None]
+    if in_place:
+        x[:, :, start:].masked_fill_(past, 0.0)
+        return x
+    return x.masked_fill(past, 0.0)
 
 
 class FeedForward(nn.Module):
