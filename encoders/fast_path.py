@@ -1,10 +1,13 @@
-"""When the encoders may take their own GPU kernels: CUDA, 16-bit activations, no gradients wanted (the
-kernels have no backward), Triton importable, and not switched off by the package-wide
-``OMNI_DISABLE_FAST_PATHS=1`` (the reference path then runs)."""
+"""When the encoders may take their own GPU kernels: CUDA (compute capability 8.0 or later, for 16-bit
+tensor-core dots), 16-bit activations, no gradients wanted (the kernels have no backward), Triton
+importable, and not switched off by the package-wide ``OMNI_DISABLE_FAST_PATHS=1`` (the reference path
+then runs). A kernel that fails to build or run (`attempt`) is logged once and not tried again for its
+configuration; the reference path takes over."""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
@@ -12,6 +15,9 @@ from typing import TypeVar
 import torch
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+MIN_CAPABILITY = (8, 0)  # bf16 tensor-core dots in Triton
+_FAILED: set[tuple] = set()  # kernel configurations that failed to build or run
 
 # The package-wide switch that keeps every GPU kernel of our own off (the reference path runs).
 DISABLE_FAST_PATHS_ENV = "OMNI_DISABLE_FAST_PATHS"
@@ -34,7 +40,21 @@ def inference_kernel_usable(hidden: torch.Tensor, parameters: Iterable[torch.Ten
         return False
     if torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in parameters)):
         return False
-    return triton_available()
+    return torch.cuda.get_device_capability(hidden.device) >= MIN_CAPABILITY and triton_available()
+
+
+def attempt(configuration: tuple, launch: Callable[[], T]) -> T | None:
+    """``launch()``'s result, or None when this kernel ``configuration`` failed to build or run before or
+    fails now (too little shared memory on a smaller GPU, a compiler error): the failure is logged once,
+    and the caller runs the reference path."""
+    if configuration in _FAILED:
+        return None
+    try:
+        return launch()
+    except Exception as err:  # any build or launch failure: the reference path is always right
+        _FAILED.add(configuration)
+        logger.warning("kernel %s failed (%s); using the reference path for it", configuration, err)
+        return None
 
 
 def derived(owner: torch.nn.Module, name: str, sources: Sequence[torch.Tensor], build: Callable[[], T]) -> T:

@@ -20,7 +20,7 @@ from encoders.parakeet_config import ParakeetConfig
 from encoders.sdpa import attention
 
 try:
-    from encoders.parakeet_attention_triton import rel_position_attention
+    from encoders.parakeet_attention_triton import default_tiles, rel_position_attention
     from encoders.parakeet_attention_triton import usable as kernel_usable
 except ImportError:  # no Triton: the torch path only
 
@@ -149,7 +149,9 @@ class RelPositionSelfAttention(nn.Module):
             and fast_path.inference_kernel_usable(hidden, self.parameters())
             and kernel_usable(hidden, self.num_heads)
         ):
-            return self._forward_kernel(hidden, position_embedding, clips)
+            out = self._forward_kernel(hidden, position_embedding, clips)
+            if out is not None:  # None: the kernel failed here (logged once)
+                return out
         q = self._heads(self.q_proj(hidden))  # [B, H, T, Dh]
         k = self._heads(self.k_proj(hidden))
         v = self._heads(self.v_proj(hidden))
@@ -178,9 +180,10 @@ class RelPositionSelfAttention(nn.Module):
 
     def _forward_kernel(
         self, hidden: torch.Tensor, position_embedding: torch.Tensor, clips: ClipLayout
-    ) -> torch.Tensor:
-        """The same on the GPU through `encoders.parakeet_attention_triton` (inference). ``bias_v`` rides in
-        the query projection's bias, so ``q + v`` comes out of its matmul; the kernel adds ``u - v``."""
+    ) -> torch.Tensor | None:
+        """The same on the GPU through `encoders.parakeet_attention_triton` (inference), or None if the
+        kernel failed. ``bias_v`` rides in the query projection's bias, so ``q + v`` comes out of its
+        matmul; the kernel adds ``u - v``."""
         length = hidden.shape[1]
         rows = padded_distances(length)
         if position_embedding.shape[0] < rows:  # no bias: the zero rows project to zero
@@ -188,18 +191,28 @@ class RelPositionSelfAttention(nn.Module):
         q_bias, u_minus_v = fast_path.derived(
             self, "query_biases", [self.bias_u, self.bias_v, *self.q_proj.parameters()], self._query_biases
         )
-        out = rel_position_attention(
-            F.linear(hidden, self.q_proj.weight, q_bias),
-            self.k_proj(hidden),
-            self.v_proj(hidden),
-            self.relative_k_proj(position_embedding[:rows]),
-            u_minus_v,
-            clips.valid_lengths_i32,
-            clips.extents_i32,
-            self.scale,
-            self.num_heads,
+        configuration = (
+            "parakeet attention",
+            hidden.device,
+            hidden.dtype,
+            self.head_dim,
+            default_tiles(length),
         )
-        return self.o_proj(out)
+        out = fast_path.attempt(
+            configuration,
+            lambda: rel_position_attention(
+                F.linear(hidden, self.q_proj.weight, q_bias),
+                self.k_proj(hidden),
+                self.v_proj(hidden),
+                self.relative_k_proj(position_embedding[:rows]),
+                u_minus_v,
+                clips.valid_lengths_i32,
+                clips.extents_i32,
+                self.scale,
+                self.num_heads,
+            ),
+        )
+        return None if out is None else self.o_proj(out)
 
     def _query_biases(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The query projection's bias plus ``bias_v`` (flattened), and ``bias_u - bias_v`` in fp32."""

@@ -134,12 +134,9 @@ class ConvolutionModule(nn.Module):
         layout (the same sums as a width-1 convolution, without the layout changes around one)."""
         h = F.linear(x, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias)  # [B, T, 2d]
         h = F.glu(h, dim=-1)
-        if self._kernel_usable(h):  # padding read as zeros by the kernel
-            sources = [*self.depthwise_conv.parameters(), *self.norm.parameters(), *self.norm.buffers()]
-            operands = fast_path.derived(
-                self, "folded", sources, lambda: folded_operands(self.depthwise_conv, self.norm)
-            )
-            h = depthwise_norm_silu(h, operands, clips.valid_lengths_i32)
+        middle = self._middle_kernel(h, clips) if self._kernel_usable(h) else None
+        if middle is not None:
+            h = middle
         else:
             h = h.masked_fill(~clips.valid[:, :, None], 0.0).transpose(1, 2)  # [B, d, T]
             h = self.depthwise_conv(h)
@@ -147,6 +144,18 @@ class ConvolutionModule(nn.Module):
             h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
             h = self.act(h).transpose(1, 2)
         return F.linear(h, self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
+
+    def _middle_kernel(self, h: torch.Tensor, clips: ClipLayout) -> torch.Tensor | None:
+        """Depthwise convolution, BatchNorm and SiLU of the GLU's output on the Triton kernel (padding read
+        as zeros there), or None if it failed."""
+        sources = [*self.depthwise_conv.parameters(), *self.norm.parameters(), *self.norm.buffers()]
+        operands = fast_path.derived(
+            self, "folded", sources, lambda: folded_operands(self.depthwise_conv, self.norm)
+        )
+        configuration = ("parakeet convolution", h.device, h.dtype, self.depthwise_conv.kernel_size)
+        return fast_path.attempt(
+            configuration, lambda: depthwise_norm_silu(h, operands, clips.valid_lengths_i32)
+        )
 
     def _kernel_usable(self, h: torch.Tensor) -> bool:
         """Whether depthwise convolution, BatchNorm and SiLU run as one Triton kernel

@@ -11,7 +11,7 @@ import torch
 from numerics import rel_err
 from parakeet_weights import randomise
 
-from encoders import parakeet_attention, parakeet_layers
+from encoders import fast_path, parakeet_attention, parakeet_layers
 from encoders.parakeet import ParakeetSoundEncoder
 from encoders.parakeet_attention import ClipLayout, RelPositionSelfAttention, relative_position_embedding
 from encoders.parakeet_config import ParakeetConfig
@@ -44,7 +44,7 @@ def test_attention_kernel_matches_fp32(valid):
         low = module.bfloat16()
         with mock.patch.object(low, "_forward_kernel", wraps=low._forward_kernel) as kernel_path:
             fast = low(hidden.bfloat16(), positions.bfloat16(), clips)
-        assert kernel_path.called
+        assert kernel_path.called and not fast_path._FAILED
         with mock.patch.object(parakeet_attention, "kernel_usable", return_value=False):
             torch_bf16 = low(hidden.bfloat16(), positions.bfloat16(), clips)
     assert rel_err(fast, reference) <= 1.5 * rel_err(torch_bf16, reference) + 1e-3
@@ -62,7 +62,7 @@ def test_conv_kernel_matches_fp32():
         kernel = parakeet_layers.depthwise_norm_silu
         with mock.patch.object(parakeet_layers, "depthwise_norm_silu", wraps=kernel) as kernel_path:
             fast = low(hidden.bfloat16(), clips)
-        assert kernel_path.called
+        assert kernel_path.called and not fast_path._FAILED
         with mock.patch.object(parakeet_layers, "conv_kernel_usable", return_value=False):
             torch_bf16 = low(hidden.bfloat16(), clips)
     assert rel_err(fast, reference) <= 1.5 * rel_err(torch_bf16, reference) + 1e-3
@@ -85,3 +85,4 @@ def test_padded_batch_on_the_kernels_equals_each_clip_alone():
         for row, count in enumerate(frames):
             alone, alone_kept = encoder(features[row : row + 1, :count], mask[row : row + 1, :count])
             assert rel_err(hidden[row, kept[row]], alone[0, alone_kept[0]]) <= 3e-2
+    assert not fast_path._FAILED

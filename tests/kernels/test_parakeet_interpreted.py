@@ -32,3 +32,8 @@ def test_conv_kernel_as_close_to_fp32_as_the_torch_path(results):
 def test_padded_batch_on_the_kernels_equals_each_clip_alone(results):
     assert results["encoder/batch_vs_alone"] <= 3e-2, results["encoder/batch_vs_alone"]
     assert results["encoder/cpu_not_taken"] == 1.0
+
+
+def test_every_case_ran_on_the_kernels(results):
+    """A kernel that fails falls back to the torch path (logged); here none may have."""
+    assert results["kernels/none_failed"] == 1.0
