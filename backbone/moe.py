@@ -60,6 +60,13 @@ class TopKRouter(nn.Module):
         counts.scatter_add_(0, flat, ones)
         self.routed_tokens = counts if self.routed_tokens is None else self.routed_tokens + counts
 
+    @torch.no_grad()
+    def balance_bias(self, counts: torch.Tensor, step: float | torch.Tensor) -> None:
+        """The family's load-balancing rule: ``b_e += step * sign(mean - count_e)`` for ``counts [E]``
+        rows routed to each expert (up for experts below the mean load, down for those above)."""
+        offset = torch.sign(counts.mean() - counts) * step
+        self.e_score_correction_bias.add_(offset.to(self.e_score_correction_bias))
+
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - torch's signature
         # The correction bias stays fp32 whatever dtype the module is cast to (its values are small
         # offsets between close sigmoid scores); only its device follows.
@@ -317,5 +324,4 @@ class ExpertBiasBalancer:
                 continue
             if reduce is not None:
                 counts = reduce(counts)
-            offset = torch.sign(counts.mean() - counts)
-            router.e_score_correction_bias.add_(offset.to(router.e_score_correction_bias.device) * self.rate)
+            router.balance_bias(counts, self.rate)

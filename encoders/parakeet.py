@@ -68,8 +68,9 @@ class FastConformerEncoder(nn.Module):
         )
         if len(self.layers) and self.layers[0].fused_usable(x):
             halves = torch.full((width,), 0.5, dtype=x.dtype, device=x.device)
+            scales = (halves, halves + halves)
             for layer in self.layers:
-                x = layer.forward_fused(x, positions, clips, halves)
+                x = layer.forward_fused(x, positions, clips, scales)
         else:
             for layer in self.layers:
                 x = layer(x, positions, clips)

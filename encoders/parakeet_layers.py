@@ -192,14 +192,19 @@ class ConformerBlock(nn.Module):
         return self.norm_out(x)
 
     def forward_fused(
-        self, x: torch.Tensor, position_embedding: torch.Tensor, clips: ClipLayout, halves: torch.Tensor
+        self,
+        x: torch.Tensor,
+        position_embedding: torch.Tensor,
+        clips: ClipLayout,
+        scales: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         """`forward` with each residual add and the LayerNorm after it as one Triton kernel
         (`encoders.residual_norm_triton`): the sums rounded as the separate operations round them, the
-        norms equal up to their last bits. ``halves``: the ½ scales as a ``[d]`` tensor of ``x``'s dtype."""
+        norms equal up to their last bits. ``scales``: the residual scales ½ and 1 as ``[d]`` tensors of
+        ``x``'s dtype, made once for all layers."""
         from encoders.residual_norm_triton import scaled_residual_norm_triton as seam
 
-        ones = halves + halves
+        halves, ones = scales
         x, normed = seam(x, self.feed_forward1(self.norm_feed_forward1(x)), halves, self.norm_self_att)
         x, normed = seam(x, self.self_attn(normed, position_embedding, clips), ones, self.norm_conv)
         x, normed = seam(x, self.conv(normed, clips), ones, self.norm_feed_forward2)

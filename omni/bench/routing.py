@@ -87,9 +87,8 @@ def balance_routers(
             before = after if index == 0 else before
             step = first_step * shrink**index
             for router, load in zip(routers, counts):
-                if load is not None:  # the family's rule: b_e += step * sign(mean - count_e)
-                    offset = torch.sign(load.mean() - load) * (step * spread[router])
-                    router.e_score_correction_bias.add_(offset.to(router.e_score_correction_bias))
+                if load is not None:
+                    router.balance_bias(load, step * spread[router])
                 router.routed_tokens = None
     finally:
         for hook in hooks:
