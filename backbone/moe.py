@@ -9,11 +9,11 @@ Output: fc2_latent(sum_k w_k expert_k(fc1_latent(x))) + shared_expert(x); the la
 identities unless `moe_latent_size` is set. Experts are squared-ReLU MLPs held stacked as
 `up_proj [E, I, in]` and `down_proj [E, in, I]`; tokens are sorted by expert and each expert runs one
 matmul pair on its contiguous segment (`torch._grouped_mm` does all segments at once where usable).
-On CUDA, a few tokens (decoding) skip the sort: Triton kernels stream each chosen expert's matrices
-(`backbone.kernels.moe_triton`), and the router runs on two Triton kernels (`router_triton`). More
-tokens take the sort and the grouped matmuls (on Hopper, quack's kernels where that package is
-installed: `backbone.kernels.moe_quack`), then one Triton kernel sums each token's weighted rows
-(`moe_combine_triton`).
+On CUDA, the router selects on a Triton kernel (`router_triton`). A few tokens (decoding) skip the
+sort: Triton kernels stream each chosen expert's matrices (`backbone.kernels.moe_triton`). More tokens
+are laid out by expert by two Triton kernels (`moe_dispatch_triton`), run the grouped matmuls (on
+Hopper, quack's kernels where that package is installed: `backbone.kernels.moe_quack`), and one Triton
+kernel sums each token's weighted rows (`moe_combine_triton`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import HybridConfig
-from .kernels import experts_gemv, experts_gemv_usable, fast_paths_enabled, moe_quack, topk_combine
+from .kernels import (
+    dispatch_rows,
+    experts_gemv,
+    experts_gemv_usable,
+    fast_paths_enabled,
+    moe_quack,
+    topk_combine,
+)
 from .mlp import ReLU2MLP, relu2
 
 EXPERT_BACKENDS = ("auto", "grouped_mm", "segments", "loop")
@@ -83,13 +90,14 @@ class TopKRouter(nn.Module):
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [T, d] -> (weights [T, k] fp32, expert indices [T, k] int64).
 
-        A few tokens (decode) without group-limited selection run on the Triton kernels where the fast
-        paths are enabled.
+        Without group-limited selection, the fast paths select on one Triton kernel (two launches in
+        all, against about ten of the reference's).
         """
         if fast_paths_enabled(hidden, self.weight):
-            from .kernels.router_triton import router_triton, router_usable
+            from .kernels.router_triton import MAX_ROUTER_TOKENS, router_triton, router_usable
 
             if router_usable(hidden, self.top_k, self.n_group, self.topk_group):
+                many = hidden.shape[0] > MAX_ROUTER_TOKENS
                 return router_triton(
                     hidden,
                     self.weight,
@@ -97,6 +105,7 @@ class TopKRouter(nn.Module):
                     self.top_k,
                     self.norm_topk_prob,
                     self.scaling,
+                    logits=router_logits(hidden, self.weight).contiguous() if many else None,
                 )
         scores = router_logits(hidden, self.weight).sigmoid()
         choice = scores + self.e_score_correction_bias.float()
@@ -161,10 +170,15 @@ def experts_grouped(
     """Routed experts over tokens sorted by expert: one matmul pair per expert segment (or one grouped call).
 
     x [T, in]; indices / weights [T, k]; up_proj [E, I, in]; down_proj [E, in, I]. Returns [T, in] in x's
-    dtype, accumulated in fp32.
+    dtype, accumulated in fp32. With grouped matmuls on the fast paths, Triton kernels lay the rows out
+    by expert and combine them (`moe_dispatch_triton`, `moe_combine_triton`): four launches around the
+    two matmuls instead of about twenty.
     """
     top_k = indices.shape[1]
     num_experts = up_proj.shape[0]
+    if use_grouped_mm and fast_paths_enabled(x, up_proj, down_proj):
+        routed, position, bounds = dispatch_rows(x, indices, num_experts)
+        return topk_combine(grouped_expert_matmuls(routed, bounds, up_proj, down_proj), position, weights)
     flat = indices.reshape(-1)
     order = torch.argsort(flat, stable=True)
     token_of = order // top_k
@@ -173,15 +187,8 @@ def experts_grouped(
     counts.scatter_add_(0, flat, torch.ones_like(flat))
     routed = x[token_of]
     if use_grouped_mm:
-        offsets = counts.cumsum(0).to(torch.int32)
-        out = (
-            moe_quack.experts(routed, offsets, up_proj, down_proj)
-            if moe_quack.usable(routed, up_proj, down_proj)
-            else None
-        )
-        if out is None:
-            hidden = relu2(torch._grouped_mm(routed, up_proj.transpose(1, 2), offs=offsets))
-            out = torch._grouped_mm(hidden, down_proj.transpose(1, 2), offs=offsets)
+        bounds = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
+        out = grouped_expert_matmuls(routed, bounds, up_proj, down_proj)
     else:
         pieces, start = [], 0
         for expert, stop in enumerate(counts.cumsum(0).tolist()):  # one host sync per layer
@@ -193,6 +200,20 @@ def experts_grouped(
     return combine_expert_rows(out, order, weights)
 
 
+def grouped_expert_matmuls(
+    routed: torch.Tensor, bounds: torch.Tensor, up_proj: torch.Tensor, down_proj: torch.Tensor
+) -> torch.Tensor:
+    """``down_e(relu(up_e(rows))^2)`` over each expert's segment ``routed[bounds[e]:bounds[e + 1]]``
+    (bounds [E + 1] int32): quack's GEMMs where `moe_quack.usable`, else `torch._grouped_mm`."""
+    if moe_quack.usable(routed, up_proj, down_proj):
+        out = moe_quack.experts(routed, bounds, up_proj, down_proj)
+        if out is not None:
+            return out
+    offsets = bounds[1:]
+    hidden = relu2(torch._grouped_mm(routed, up_proj.transpose(1, 2), offs=offsets))
+    return torch._grouped_mm(hidden, down_proj.transpose(1, 2), offs=offsets)
+
+
 def combine_expert_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_j weights[t, j] * (row of token t's choice j) for every token, in out's dtype, summed in fp32.
 
@@ -202,7 +223,9 @@ def combine_expert_rows(out: torch.Tensor, order: torch.Tensor, weights: torch.T
     long prefills). No host synchronisation either way.
     """
     if fast_paths_enabled(out, weights):
-        return topk_combine(out, order, weights)
+        from .kernels.moe_combine_triton import positions_of
+
+        return topk_combine(out, positions_of(order), weights)
     tokens, top_k = weights.shape
     token_of = order // top_k
     scale = weights.reshape(-1)[order, None].float()

@@ -136,6 +136,15 @@ def per_range(events: list, on_gpu: bool) -> dict[str, list[float]]:
     return table
 
 
+def host_seconds(events: list) -> dict[str, float]:
+    """``label -> seconds`` the host spent inside the ranges of that label (launching, not waiting, unless a
+    call in it reads the GPU back): where it exceeds the range's kernel time, the GPU waits on the host."""
+    spent: dict[str, float] = defaultdict(float)
+    for start, end, label in _spans(events, torch.autograd.DeviceType.CPU):
+        spent[label] += (end - start) / 1e6
+    return spent
+
+
 def kernels_in_spans(events: list) -> dict[str, tuple[int, float]]:
     """``label -> (kernels, seconds)``: the kernels that start inside the GPU-timeline span of a range of
     that label (nested ranges count for each label around them).
@@ -202,6 +211,57 @@ def gpu_timeline(events: list) -> dict[str, float]:
     }
 
 
+def _innermost(spans: list[tuple[float, float, str]], time: float) -> str:
+    """The label of the shortest span holding ``time`` ("(none)" outside them all)."""
+    best, label = float("inf"), "(none)"
+    for start, end, name in spans:
+        if start <= time <= end and end - start < best:
+            best, label = end - start, name
+    return label
+
+
+def _spans(events: list, device: Any) -> list[tuple[float, float, str]]:
+    return [
+        (e.time_range.start, e.time_range.end, e.name[len(PREFIX) :])
+        for e in events
+        if e.device_type == device and e.name.startswith(PREFIX)
+    ]
+
+
+def idle_owners(events: list, at_least_us: float = 50) -> dict[str, tuple[int, float]]:
+    """``label -> (gaps, seconds)``: the GPU's idle gaps of ``at_least_us`` or more, each given to the
+    innermost labelled range whose GPU span holds the kernel after it (the work that waited)."""
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in events if is_kernel(e))
+    spans = _spans(events, torch.autograd.DeviceType.CUDA)
+    owners: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    end = kernels[0][1] if kernels else 0.0
+    for start, stop in kernels[1:]:
+        if start - end >= at_least_us:
+            row = owners[_innermost(spans, start)]
+            row[0] += 1
+            row[1] += (start - end) / 1e6
+        end = max(end, stop)
+    return {label: (int(n), s) for label, (n, s) in owners.items()}
+
+
+# host calls that wait for the GPU: a tensor read back (.item(), .tolist(), int(t)) or an explicit sync
+HOST_WAITS = ("aten::_local_scalar_dense", "aten::nonzero", "cudaStreamSynchronize", "cudaDeviceSynchronize",
+              "cudaEventSynchronize", "cudaMemcpy")  # fmt: skip
+
+
+def host_waits(events: list) -> dict[str, tuple[int, float]]:
+    """``"call in range" -> (calls, host seconds)`` for the calls of `HOST_WAITS`, each placed in the
+    innermost labelled range around it on the host."""
+    spans = _spans(events, torch.autograd.DeviceType.CPU)
+    found: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for event in events:
+        if event.device_type == torch.autograd.DeviceType.CPU and event.name in HOST_WAITS:
+            row = found[f"{event.name} in {_innermost(spans, event.time_range.start)}"]
+            row[0] += 1
+            row[1] += (event.time_range.end - event.time_range.start) / 1e6
+    return {key: (int(n), s) for key, (n, s) in found.items()}
+
+
 def top_kernels(events: list, count: int) -> list[tuple[str, int, float]]:
     """The ``count`` GPU kernels with the most total time: (name, launches, seconds)."""
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
@@ -261,14 +321,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{case.name}: {tokens:,} LM tokens; kernel time {total * 1e3:.2f} ms"
           f" ({'GPU' if on_gpu else 'CPU'}); floor {floor * 1e3:.2f} ms ({total / floor:.2f}x)")  # fmt: skip
     rows = sorted(table.items(), key=lambda kv: -kv[1][2])
-    print(format_table(["range", "calls", "kernels", "ms", "share"],
-                       [[k, str(int(v[0])), str(int(v[1])), f"{v[2] * 1e3:.2f}", f"{v[2] / total:.1%}"]
-                        for k, v in rows]))  # fmt: skip
+    host = host_seconds(events)
+    print(format_table(["range", "calls", "kernels", "ms", "share", "host ms"],
+                       [[k, str(int(v[0])), str(int(v[1])), f"{v[2] * 1e3:.2f}", f"{v[2] / total:.1%}",
+                         f"{host[k] * 1e3:.2f}" if k in host else "-"] for k, v in rows]))  # fmt: skip
     timeline = gpu_timeline(events) if on_gpu else None
+    idle = idle_owners(events) if on_gpu else {}
+    waits = host_waits(events)
     if timeline:
         print(f"GPU timeline: {timeline['span_s'] * 1e3:.2f} ms from the first kernel to the last, busy"
               f" {timeline['busy_s'] * 1e3:.2f} ms, idle {timeline['idle_s'] * 1e3:.2f} ms"
               f" ({timeline['idle_long_s'] * 1e3:.2f} ms of it in gaps of 50 us or more)")  # fmt: skip
+    if idle:
+        print(format_table(["GPU idle >= 50 us, before work of", "gaps", "ms"],
+                           [[k, str(n), f"{sec * 1e3:.2f}"]
+                            for k, (n, sec) in sorted(idle.items(), key=lambda kv: -kv[1][1])]))  # fmt: skip
+    if waits:
+        print(format_table(["host waits on the GPU", "calls", "host ms"],
+                           [[k, str(n), f"{sec * 1e3:.2f}"]
+                            for k, (n, sec) in sorted(waits.items(), key=lambda kv: -kv[1][1])]))  # fmt: skip
     top = top_kernels(events, args.top) if on_gpu else []
     if top:
         print(
@@ -278,7 +349,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     result = {"case": case.name, "lm_tokens": tokens, "kernel_s": total, "floor_s": floor,
               "ranges": {k: {"calls": v[0], "kernels": v[1], "seconds": v[2]} for k, v in table.items()},
-              "top_kernels": top, "gpu_timeline": timeline}  # fmt: skip
+              "top_kernels": top, "gpu_timeline": timeline, "host_seconds": host,
+              "gpu_idle_before": idle, "host_waits": waits}  # fmt: skip
     if args.json:
         write_json(args.json, result)
     return result

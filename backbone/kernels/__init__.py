@@ -102,8 +102,17 @@ def decode_attention(
     return decode_attention_triton(q, keys, values, key_mask, scale)
 
 
-def topk_combine(rows: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def topk_combine(rows: torch.Tensor, position: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """`moe_combine_triton.topk_combine_triton` (import deferred, as above)."""
     from .moe_combine_triton import topk_combine_triton
 
-    return topk_combine_triton(rows, order, weights)
+    return topk_combine_triton(rows, position, weights)
+
+
+def dispatch_rows(
+    x: torch.Tensor, indices: torch.Tensor, num_experts: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`moe_dispatch_triton.dispatch_rows` (import deferred, as above)."""
+    from .moe_dispatch_triton import dispatch_rows as dispatch
+
+    return dispatch(x, indices, num_experts)

@@ -26,29 +26,35 @@ def _topk_combine_kernel(
     mask = offs < width
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for j in tl.static_range(TOP_K):
-        position = tl.load(position_ptr + token * TOP_K + j)
+        position = tl.load(position_ptr + token * TOP_K + j).to(tl.int64)
         weight = tl.load(w_ptr + token * sw_t + j * sw_k).to(tl.float32)
         row = tl.load(rows_ptr + position * sr_r + offs, mask=mask, other=0.0).to(tl.float32)
         acc += row * weight
     tl.store(out_ptr + token * so_t + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def topk_combine_triton(rows: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_j weights[t, j] * rows[position of (t, j)] for every token t, in rows' dtype.
+def positions_of(order: torch.Tensor) -> torch.Tensor:
+    """The inverse of a permutation ``order`` [n]: ``position[order[i]] = i``."""
+    position = torch.empty_like(order)
+    position[order] = torch.arange(order.numel(), device=order.device, dtype=order.dtype)
+    return position
 
-    rows [T * k, d] (unit stride along d) in expert order; order [T * k]: the flat (token * k + choice)
-    index of each row, as `argsort` of the flattened expert indices gives it; weights [T, k].
+
+def topk_combine_triton(rows: torch.Tensor, position: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_j weights[t, j] * rows[position[t * k + j]] for every token t, in rows' dtype.
+
+    rows [T * k, d] (unit stride along d) in expert order; position [T * k] (any integer dtype): where the
+    row of (token t, choice j) lies, as `positions_of` the `argsort` of the flat indices or as
+    `moe_dispatch_triton.dispatch_rows` gives it; weights [T, k].
     """
     tokens, top_k = weights.shape
     width = rows.shape[1]
     if rows.stride(1) != 1:
         rows = rows.contiguous()
-    position = torch.empty_like(order)
-    position[order] = torch.arange(order.numel(), device=order.device, dtype=order.dtype)
     out = torch.empty(tokens, width, dtype=rows.dtype, device=rows.device)
     block = min(1024, triton.next_power_of_2(width))
     _topk_combine_kernel[(tokens, triton.cdiv(width, block))](
-        rows, position, weights, out,
+        rows, position.contiguous(), weights, out,
         width,
         rows.stride(0), *weights.stride(), out.stride(0),
         TOP_K=top_k, BLOCK=block, num_warps=4,

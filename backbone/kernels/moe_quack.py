@@ -71,10 +71,10 @@ def usable(routed: torch.Tensor, up_proj: torch.Tensor, down_proj: torch.Tensor)
 
 
 def experts(
-    routed: torch.Tensor, offsets: torch.Tensor, up_proj: torch.Tensor, down_proj: torch.Tensor
+    routed: torch.Tensor, bounds: torch.Tensor, up_proj: torch.Tensor, down_proj: torch.Tensor
 ) -> torch.Tensor | None:
     """``down_e(relu(up_e(x))^2)`` for each expert ``e``'s segment of ``routed`` [rows, in] (rows sorted by
-    expert; ``offsets`` [E] int32 the end of each segment); up_proj [E, I, in], down_proj [E, in, I].
+    expert; ``bounds`` [E + 1] int32 the segments' limits, from 0); up_proj [E, I, in], down_proj [E, in, I].
     Returns [rows, in], or None if the kernels failed (the caller then runs torch's)."""
     gemm_act, gemm_tuned, GemmConfig = _kernels()
     rows_per_expert = routed.shape[0] / up_proj.shape[0]
@@ -85,7 +85,6 @@ def experts(
             device_capacity=9, is_dynamic_persistent=False,
         )  # fmt: skip
 
-    bounds = torch.cat([offsets.new_zeros(1), offsets])
     try:
         with torch.cuda.device(routed.device):
             _, hidden = gemm_act(

@@ -1,9 +1,10 @@
-"""Triton kernels of the MoE router for a few tokens (decode): `backbone.moe.TopKRouter` without groups.
+"""Triton kernels of the MoE router: `backbone.moe.TopKRouter` without groups.
 
 Two launches, no host synchronisation (CUDA-graph capturable):
 
-* logits: one program per (token, block of experts) accumulates fp32 products of the hidden row and the
-  expert rows, read in their own dtype (no fp32 copy of the weight is made);
+* logits, for a few tokens (decode): one program per (token, block of experts) accumulates fp32
+  products of the hidden row and the expert rows, read in their own dtype (no fp32 copy of the weight
+  is made). More tokens (prefill) bring their logits from one matmul (`backbone.moe.router_logits`);
 * selection: one program per token takes s = sigmoid(logits), picks the top k of s + bias in k rounds of
   argmax (one integer maximum a round, over keys packing the score and the index), gathers the unbiased
   s of the chosen experts, optionally divides them by their sum (+1e-20) and scales them. Ties go to
@@ -89,8 +90,8 @@ def _router_select_kernel(
 
 
 def router_usable(hidden: torch.Tensor, top_k: int, n_group: int, topk_group: int) -> bool:
-    """Whether `router_triton` takes this call: a 2-D input of 1..MAX_ROUTER_TOKENS tokens, no groups."""
-    return hidden.dim() == 2 and 0 < hidden.shape[0] <= MAX_ROUTER_TOKENS and topk_group >= n_group
+    """Whether `router_triton` takes this call: a 2-D input of at least one token, no groups."""
+    return hidden.dim() == 2 and hidden.shape[0] > 0 and topk_group >= n_group
 
 
 def router_logits_triton(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -119,16 +120,22 @@ def router_triton(
     top_k: int,
     norm_topk_prob: bool,
     scaling: float,
+    logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sigmoid top-k routing of hidden [T, d] over weight [E, d] with the selection bias [E].
 
+    ``logits`` [T, E] fp32, where the caller has them (a prefill's come from one tensor-core matmul);
+    otherwise the logits kernel makes them (it suits up to `MAX_ROUTER_TOKENS` tokens).
     Returns (weights [T, k] fp32, indices [T, k] int64), as `TopKRouter.forward` without groups.
     """
     tokens = hidden.shape[0]
     experts = weight.shape[0]
     if not 0 < top_k <= experts:
         raise ValueError(f"top_k={top_k} must be in 1..{experts}")
-    logits = router_logits_triton(hidden, weight)
+    if logits is None:
+        logits = router_logits_triton(hidden, weight)
+    elif logits.shape != (tokens, experts) or logits.dtype != torch.float32 or not logits.is_contiguous():
+        raise ValueError(f"logits must be contiguous fp32 [{tokens}, {experts}], got {tuple(logits.shape)}")
     weights = torch.empty(tokens, top_k, dtype=torch.float32, device=hidden.device)
     indices = torch.empty(tokens, top_k, dtype=torch.long, device=hidden.device)
     bias = bias if bias.stride(0) == 1 else bias.contiguous()

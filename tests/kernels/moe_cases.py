@@ -12,7 +12,8 @@ import torch  # noqa: E402
 from numerics import max_ulps, rel_err  # noqa: E402
 
 import backbone.moe  # noqa: E402
-from backbone.kernels.moe_combine_triton import topk_combine_triton  # noqa: E402
+from backbone.kernels.moe_combine_triton import positions_of, topk_combine_triton  # noqa: E402
+from backbone.kernels.moe_dispatch_triton import dispatch_rows  # noqa: E402
 from backbone.kernels.moe_triton import experts_gemv_triton  # noqa: E402
 from backbone.kernels.relu2_triton import BLOCK, relu2_triton  # noqa: E402
 from backbone.moe import experts_grouped, experts_loop  # noqa: E402
@@ -48,6 +49,7 @@ def main() -> None:
     results["strided_input"] = rel_err(out, experts_loop(x, indices, weights, up, down))
     results.update(combine_cases())
     results.update(relu2_cases())
+    results.update(dispatch_cases())
     print(json.dumps(results))
 
 
@@ -69,6 +71,46 @@ def relu2_cases() -> dict[str, float]:
     return results
 
 
+def dispatch_cases() -> dict[str, float]:
+    """The prefill's dispatch kernels: the layout by expert (every (token, choice) row once, in its expert's
+    segment, a copy of its token's row), then dispatch, per-segment experts and combine against the loop."""
+    results = {}
+    for name, tokens, top_k, experts, width in (("dispatch", 37, 3, 11, 50), ("dispatch_wide", 5, 6, 128, 1100),
+                                                ("dispatch_unused", 3, 2, 40, 24)):  # fmt: skip
+        g = torch.Generator().manual_seed(tokens)
+        x = torch.randn(tokens, width, generator=g)
+        indices = torch.stack([torch.randperm(experts, generator=g)[:top_k] for _ in range(tokens)])
+        routed, position, bounds = dispatch_rows(x, indices, experts)
+        counts = torch.zeros(experts, dtype=torch.long).scatter_add_(
+            0, indices.reshape(-1), torch.ones(tokens * top_k, dtype=torch.long)
+        )
+        expert_of = indices.reshape(-1)
+        inside = (bounds[expert_of] <= position) & (position < bounds[expert_of + 1])
+        results[name] = float(
+            bounds.tolist() == [0, *counts.cumsum(0).tolist()]
+            and bool(inside.all())
+            and sorted(position.tolist()) == list(range(tokens * top_k))
+            and torch.equal(routed[position.long()], x.repeat_interleave(top_k, 0))
+        )
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(7, 24, generator=g)
+    up, down = torch.randn(5, 16, 24, generator=g), torch.randn(5, 24, 16, generator=g)
+    indices = torch.stack([torch.randperm(5, generator=g)[:2] for _ in range(7)])
+    weights = torch.rand(7, 2, generator=g)
+    routed, position, bounds = dispatch_rows(x, indices, 5)
+    edges = bounds.tolist()
+    out = torch.cat(
+        [
+            torch.relu(routed[a:b] @ up[e].T).square() @ down[e].T
+            for e, (a, b) in enumerate(zip(edges, edges[1:]))
+        ]
+    )
+    results["dispatch_then_combine"] = rel_err(
+        topk_combine_triton(out, position, weights), experts_loop(x, indices, weights, up, down)
+    )
+    return results
+
+
 def combine_cases() -> dict[str, float]:
     """The top-k combine kernel against the reference's scaled `index_add_`, then inside `experts_grouped`
     (its fast-path switch forced on) against the expert loop."""
@@ -79,7 +121,7 @@ def combine_cases() -> dict[str, float]:
         rows = torch.randn(tokens * top_k, width, generator=g).to(dtype)
         order = torch.randperm(tokens * top_k, generator=g)
         weights = torch.rand(tokens, top_k, generator=g)
-        out = topk_combine_triton(rows, order, weights)
+        out = topk_combine_triton(rows, positions_of(order), weights)
         ref = torch.zeros(tokens, width).index_add_(
             0, order // top_k, rows.float() * weights.reshape(-1)[order, None]
         )

@@ -147,7 +147,7 @@ def router_cases(results: dict) -> None:
     results["router/usable"] = float(
         router_usable(torch.zeros(64, 8), 2, 1, 1)
         and router_usable(torch.zeros(1, 8), 2, 4, 4)
-        and not router_usable(torch.zeros(65, 8), 2, 1, 1)
+        and router_usable(torch.zeros(4096, 8), 2, 1, 1)
         and not router_usable(torch.zeros(4, 8), 2, 4, 2)
         and not router_usable(torch.zeros(0, 8), 2, 1, 1)
     )

@@ -73,6 +73,22 @@ def test_prefill_combine_kernel_matches_reference_and_is_deterministic(monkeypat
     assert rel_err(fast, ref) <= 1e-2
 
 
+def test_dispatch_lays_out_a_prefill_by_expert():
+    """16,144 tokens x 6 choices over 128 experts, a few experts left empty: segment bounds as counted,
+    each (token, choice) row once inside its expert's segment, a copy of its token's row."""
+    from backbone.kernels.moe_dispatch_triton import dispatch_rows
+
+    x, indices, _, _, _ = _inputs(16144, 6, torch.bfloat16, seed=4)
+    indices = torch.where(indices < 3, indices + 3, indices)  # experts 0..2 get no rows
+    routed, position, bounds = dispatch_rows(x, indices, 128)
+    counts = torch.bincount(indices.reshape(-1), minlength=128)
+    assert bounds.tolist() == [0, *counts.cumsum(0).tolist()]
+    expert = indices.reshape(-1)
+    assert bool(((bounds[expert] <= position) & (position < bounds[expert + 1])).all())
+    assert torch.equal(position.long().sort().values, torch.arange(position.numel(), device="cuda"))
+    assert torch.equal(routed[position.long()], x.repeat_interleave(6, 0))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_squared_relu_is_torchs_bit_for_bit(dtype, monkeypatch):
     """The experts' activation at a prefill's size ([tokens x top-k, expert width]) through `relu2`'s fast

@@ -39,3 +39,14 @@ def test_squared_relu_kernel_is_torchs_bit_for_bit(results, dtype):
 def test_squared_relu_kernel_bf16_within_the_interpreters_truncation(results):
     """Exact on the GPU (test_gpu_moe.py); the interpreter truncates the bf16 store: one unit at most."""
     assert results["relu2/bfloat16/ulps"] <= 1.0
+
+
+@pytest.mark.parametrize("case", ["dispatch", "dispatch_wide", "dispatch_unused"])
+def test_dispatch_lays_each_routed_row_in_its_experts_segment(results, case):
+    """Segment bounds as the counts give them; every (token, choice) row once, inside its expert's
+    segment, a copy of its token's row (experts with no rows get empty segments)."""
+    assert results[case] == 1.0
+
+
+def test_dispatch_matmuls_and_combine_match_the_loop(results):
+    assert results["dispatch_then_combine"] <= 1e-5

@@ -68,5 +68,5 @@ def test_router_ties_pick_the_lowest_index(results):
     assert results["router/ties/weights"] <= 1e-6
 
 
-def test_router_usable_only_for_decode_without_groups(results):
+def test_router_usable_without_groups_only(results):
     assert results["router/usable"] == 1.0
