@@ -109,6 +109,18 @@ class ParakeetSoundEncoder(nn.Module):
         final = torch.as_tensor(final, device=frame_lengths.device)
         return torch.where(final, with_tail, without)
 
+    def kept_counts(
+        self, batch: int, frames: int, mask: torch.Tensor | None = None, final: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """On the host, the outputs `forward` keeps per clip (its ``out_mask`` row sums) for ``batch`` clips
+        of ``frames`` mel frames with this ``mask`` and ``final``: lets a caller pick the kept rows without
+        reading the GPU back. A mask on the GPU is read back here, before the encoder's kernels queue."""
+        if mask is None:
+            return self.encoder.output_lengths(torch.full((batch,), frames, dtype=torch.long))
+        frame_lengths = mask.detach().cpu().bool().sum(-1)
+        final = torch.ones(batch, dtype=torch.bool) if final is None else torch.as_tensor(final).cpu().bool()
+        return self.output_lengths(frame_lengths, final)
+
     def forward(
         self,
         features: torch.Tensor,

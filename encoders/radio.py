@@ -25,6 +25,7 @@ from .errors import EncoderInputError
 from .radio_blocks import PACKED_ATTENTION_MODES, RadioBlock, run_blocks
 from .radio_config import RadioConfig
 from .radio_position import cropped_position_embedding
+from .transfer import range_rows
 
 # Tokens per ViT pass over video tubelets: 32 tubelets of a 1,024-patch frame, many more of the small
 # frames of short clips. It bounds the activations of long videos (a pass of the ViT-H at this size holds
@@ -216,6 +217,8 @@ class RadioEncoder(nn.Module):
         prefix = self.config.num_prefix_tokens
         lengths = [prefix + rows * cols for rows, cols in grids]
         hidden = self.run_blocks(tokens.unsqueeze(0), lengths)[0]
+        if len(lengths) == 1:
+            return hidden[prefix:]
         return hidden[_patch_rows(lengths, prefix, hidden.device)]
 
     def encode_video(self, frames: torch.Tensor, tubelets_per_batch: int | None = None) -> torch.Tensor:
@@ -361,9 +364,8 @@ def _check_finite(values: torch.Tensor, what: str) -> None:
 
 def _patch_rows(lengths: Sequence[int], prefix: int, device: torch.device) -> torch.Tensor:
     """Indices of the patch rows (not the prefix rows) of a packed token sequence."""
-    keep = torch.ones(sum(lengths), dtype=torch.bool, device=device)
-    start = 0
+    ranges, start = [], 0
     for length in lengths:
-        keep[start : start + prefix] = False
+        ranges.append((start + prefix, start + length))
         start += length
-    return keep.nonzero().squeeze(1)
+    return range_rows(ranges, device)

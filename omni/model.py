@@ -19,6 +19,7 @@ from torch import nn
 
 from backbone import HybridConfig, HybridLM
 from encoders import ParakeetConfig, ParakeetSoundEncoder, RadioConfig, RadioEncoder
+from encoders.transfer import range_rows
 from omni.config import OmniConfig
 from omni.errors import InputError, raises_input_error
 from omni.projector import SoundProjection, vision_projector
@@ -175,7 +176,7 @@ class OmniModel(nn.Module):
             raise InputError("audio was given, but this model has no audio encoder (no audio_config)")
         features = input_features.to(self.device, self.dtype)
         mask = None if input_features_mask is None else input_features_mask.to(self.device).bool()
-        final = None
+        flags = None
         if audio_clip_counts is not None:
             flags = []
             for count in torch.as_tensor(audio_clip_counts).tolist():
@@ -184,9 +185,16 @@ class OmniModel(nn.Module):
                 raise InputError(
                     f"audio_clip_counts add up to {len(flags)} clips but input_features holds {features.shape[0]}"
                 )
-            final = torch.tensor(flags, device=self.device)
-        hidden, keep = self.sound_encoder(features, mask, final)
-        return self.sound_projection(hidden[keep])
+        final = None if flags is None else torch.tensor(flags).to(self.device, non_blocking=True)
+        clips, frames = features.shape[:2]
+        # the kept rows counted on the host: `hidden[keep]` would wait for the whole encoder
+        kept = self.sound_encoder.kept_counts(clips, frames, input_features_mask, flags).tolist()
+        hidden, _ = self.sound_encoder(features, mask, final)
+        width = hidden.shape[1]
+        rows = range_rows(
+            [(clip * width, clip * width + count) for clip, count in enumerate(kept)], hidden.device
+        )
+        return self.sound_projection(hidden.reshape(-1, hidden.shape[-1])[rows])
 
     # ------------------------------------------------------------------ assembly
     @raises_input_error
