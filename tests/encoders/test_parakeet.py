@@ -162,6 +162,20 @@ def test_padded_batch_equals_clips_one_by_one(ours, front_end):
     assert int(kept[2].sum()) == 10 and int(kept[3].sum()) == audio_token_count(5120) == 5
 
 
+def test_kept_counts_on_the_host_match_the_kept_mask(ours, front_end):
+    """What a caller counts on the host (to gather rows without reading the GPU) is what `forward` keeps:
+    with a mask and final flags, with a mask only, and with no mask."""
+    features, mask = front_end(waves([48000, 700, 12800, 5120], seed=3))
+    final = torch.tensor([True, True, False, True])
+    with torch.no_grad():
+        for m, f in ((mask, final), (mask, None), (None, None)):
+            _, kept = ours(features, m, f)
+            counts = ours.kept_counts(features.shape[0], features.shape[1], m, f)
+            assert counts.tolist() == kept.sum(-1).tolist()
+            # the kept outputs are each row's first ones
+            assert torch.equal(kept, torch.arange(kept.shape[1])[None, :] < counts[:, None])
+
+
 def test_long_audio_split_and_joined(ours, front_end):
     clip_seconds = 0.64  # 10240 samples, 8 tokens per full clip
     lengths = [3 * 10240 + 700, 2 * 10240, 5000, 10240 + 1600]
