@@ -73,24 +73,12 @@ def _compare(fast: tuple[torch.Tensor, torch.Tensor], ref: tuple[torch.Tensor, t
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("tokens", [1, 7, 64])
+@pytest.mark.parametrize("tokens", [1, 7, 64, 65, 5000])
 @pytest.mark.parametrize("norm_topk_prob", [True, False])
 def test_router_matches_reference(monkeypatch, dtype, tokens, norm_topk_prob):
+    """Up to 64 tokens (decode) both kernels; more (prefill) logits from one matmul (tensor cores with fp32
+    output for bf16) and the selection kernel: the same experts as the reference, weights to fp32 units."""
     router = _router(dtype, norm_topk_prob)
-    hidden = torch.randn(tokens, 2688, device="cuda").to(dtype)
-    with torch.no_grad():
-        fast = router(hidden)
-        monkeypatch.setenv(DISABLE_ENV, "1")
-        ref = router(hidden)
-    _compare(fast, ref)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("tokens", [65, 5000])
-def test_router_prefill_selects_on_the_kernel(monkeypatch, dtype, tokens):
-    """More than 64 tokens: logits from one matmul (tensor cores with fp32 output for bf16), the choice on
-    the selection kernel; the same experts as the reference and weights to a few fp32 units."""
-    router = _router(dtype)
     hidden = torch.randn(tokens, 2688, device="cuda").to(dtype)
     with torch.no_grad():
         fast = router(hidden)
