@@ -8,7 +8,10 @@ Mamba-2 mixer, MoE ...) and the projectors and LM head carry a profiler range. T
 (tower, module kind), the kernels launched inside those ranges and their GPU time. "(rest)" is the
 tower's time outside them: embeddings, position tables, EVS, padding and packing.
 The floor column is the case's FLOPs / the bf16 matmul rate measured in the same run
-(as in `omni bench ttft`), for the whole case only.
+(as in `omni bench ttft`), for the whole case only. "host ms" is the host's time inside each range
+(beyond the range's kernel time, the GPU waits on the host). Two more tables say where the GPU sat idle
+for 50 µs or more (by the range of the work that came next) and where the host read the GPU back
+(each such read waits for every kernel queued before it).
 
 Routers are balanced first as in `omni bench ttft` (``--routing random`` keeps them random).
 
