@@ -110,7 +110,11 @@ class ParakeetSoundEncoder(nn.Module):
         return torch.where(final, with_tail, without)
 
     def kept_counts(
-        self, batch: int, frames: int, mask: torch.Tensor | None = None, final: torch.Tensor | None = None
+        self,
+        batch: int,
+        frames: int,
+        mask: torch.Tensor | None = None,
+        final: torch.Tensor | Sequence[bool] | None = None,
     ) -> torch.Tensor:
         """On the host, the outputs `forward` keeps per clip (its ``out_mask`` row sums) for ``batch`` clips
         of ``frames`` mel frames with this ``mask`` and ``final``: lets a caller pick the kept rows without
