@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,3 +143,78 @@ def test_a_failing_varlen_kernel_falls_back_to_one_call_per_size(monkeypatch):
         out = flash4.varlen_attention(q, k, v, lengths)
         assert out is None and flash4._config(q, varlen=True) in flash4._FAILED
         torch.testing.assert_close(packed_attention(q, k, v, lengths), _per_image(q, k, v, lengths))
+
+
+def _hopper_with_tiles(monkeypatch, tiled) -> None:
+    """A Hopper GPU as far as `flash4` asks, with ``tiled`` as the package's tiled forward entry."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(flash4, "_tiled_forward", lambda: tiled)
+    monkeypatch.setattr(flash4, "_FAILED", set())
+
+
+def _vit_width_qkv() -> tuple[torch.Tensor, ...]:
+    """[1, 2, 6, 80] q, k, v said to be on a CUDA device (the tile is chosen by device and width)."""
+    q, k, v = torch.randn(3, 1, 2, 6, 80).unbind(0)
+    return tuple(_OnCuda(t) for t in (q, k, v))
+
+
+class _OnCuda(torch.Tensor):
+    """A CPU tensor whose ``device`` reads as CUDA, so the choice of tile runs without a GPU."""
+
+    @staticmethod
+    def __new__(cls, data):
+        return torch.Tensor._make_subclass(cls, data)
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        return out.as_subclass(torch.Tensor) if isinstance(out, torch.Tensor) else out
+
+
+def test_eighty_wide_heads_on_hopper_take_the_measured_tile(monkeypatch):
+    tiled_calls, plain_calls = [], []
+
+    def tiled(q, k, v, **kwargs):
+        tiled_calls.append(kwargs)
+        return _reference_kernel(q, k, v)[0], None, None
+
+    monkeypatch.setattr(flash4, "_kernel", lambda: lambda *a: plain_calls.append(1) or _reference_kernel(*a))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    _hopper_with_tiles(monkeypatch, tiled)
+    q, k, v = _vit_width_qkv()
+    out = flash4.attention(q, k, v)
+    assert tiled_calls == [{"tile_mn": (192, 160), "mma_pv_is_rs": False, "intra_wg_overlap": True}]
+    assert plain_calls == []
+    plain = [t.as_subclass(torch.Tensor) for t in (q, k, v)]
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), F.scaled_dot_product_attention(*plain))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (10, 0))
+    flash4.attention(q, k, v)  # Blackwell: the package's own tiles
+    assert len(tiled_calls) == 1 and plain_calls == [1]
+
+
+def test_a_failing_tile_falls_back_to_the_packages_own_choice_for_good(monkeypatch, caplog):
+    tiled_calls, plain_calls = [], []
+
+    def broken(*args, **kwargs):
+        tiled_calls.append(1)
+        raise RuntimeError("shared memory exceeded")
+
+    monkeypatch.setattr(flash4, "_kernel", lambda: lambda *a: plain_calls.append(1) or _reference_kernel(*a))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    _hopper_with_tiles(monkeypatch, broken)
+    q, k, v = _vit_width_qkv()
+    first, second = flash4.attention(q, k, v), flash4.attention(q, k, v)
+    assert first is not None and second is not None
+    assert tiled_calls == [1] and plain_calls == [1, 1]  # the tile is not tried again
+    assert "using its own tile" in caplog.text
+    assert flash4._config(q) not in flash4._FAILED  # the package's own kernel still serves
+
+
+def test_other_widths_keep_the_packages_tiles(monkeypatch):
+    _hopper_with_tiles(monkeypatch, lambda *a, **k: pytest.fail("no tile is known for 16-wide heads"))
+    q, _, _ = _qkv()
+    assert flash4._tile(flash4._config(_OnCuda(q))) is None

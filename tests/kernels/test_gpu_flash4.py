@@ -71,3 +71,16 @@ def test_packed_images_take_it(monkeypatch):
         monkeypatch.setenv("OMNI_FLASH_ATTENTION_4", "0")
         packed_attention(q, k, v, mixed)
     assert calls == ["varlen", "plain"]
+
+
+def test_hopper_takes_the_measured_tile_for_the_vits_heads():
+    if torch.cuda.get_device_capability()[0] != 9 or flash4._tiled_forward() is None:
+        pytest.skip("the tile is chosen on Hopper, with a package version that takes one")
+    q, k, v = _vit_views(1, 4106, seed=2)
+    assert flash4._tile(flash4._config(q)) == {"tile_mn": (192, 160), **flash4._TILE_ARGS}
+    with torch.no_grad():
+        tiled = flash4.attention(q, k, v)
+        own = flash4._kernel()(*(t.transpose(1, 2) for t in (q, k, v)))[0].transpose(1, 2)
+        reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert (*flash4._config(q), "tile") not in flash4._FAILED
+    assert rel_err(tiled, reference) <= max(1.25 * rel_err(own, reference), 2**-9)
