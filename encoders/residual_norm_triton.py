@@ -6,7 +6,7 @@
 
 Separately these are three passes over the residual stream (a product, a sum, a norm) and a tensor written
 and read back between each; fused, ``x`` and ``y`` are read once and ``new`` and ``normed`` written once.
-Each program takes `ROWS_PER_PROGRAM` rows, held whole in registers, so the width is bounded by `MAX_WIDTH`.
+One program per row; a row is held whole in registers, so the width is bounded by `MAX_WIDTH`.
 
 Activations are bf16 only (the ViT's inference dtype). The roundings are done on the bits: on the GPU the
 compiler drops a plain fp32 → bf16 → fp32 round trip and contracts the product into the sum (one FMA), which
@@ -21,7 +21,6 @@ import triton
 import triton.language as tl
 
 MAX_WIDTH = 8192
-ROWS_PER_PROGRAM = 1
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -36,26 +35,24 @@ def _round_to_bf16(value):
 @triton.jit
 def _scaled_residual_norm_kernel(
     x_ptr, y_ptr, gamma_ptr, w_ptr, b_ptr, new_ptr, normed_ptr,
-    rows, width, sx_row, sy_row, sn_row, sm_row, eps,
-    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr,
+    width, sx_row, sy_row, sn_row, sm_row, eps,
+    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)[:, None]  # [ROWS, 1]
-    offs = tl.arange(0, BLOCK)[None, :]  # [1, BLOCK]
-    in_width = offs < width
-    mask = (row < rows) & in_width
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < width
     x = tl.load(x_ptr + row * sx_row + offs, mask=mask, other=0.0).to(tl.float32)
     y = tl.load(y_ptr + row * sy_row + offs, mask=mask, other=0.0).to(tl.float32)
-    gamma = tl.load(gamma_ptr + offs, mask=in_width, other=0.0).to(tl.float32)
+    gamma = tl.load(gamma_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     value = _round_to_bf16(x + _round_to_bf16(gamma * y))
     tl.store(new_ptr + row * sn_row + offs, value.to(tl.bfloat16), mask=mask)
 
-    mean = tl.sum(value, axis=1)[:, None] / width
-    centred = tl.where(in_width, value - mean, 0.0)
-    variance = tl.sum(centred * centred, axis=1)[:, None] / width
-    weight = tl.load(w_ptr + offs, mask=in_width, other=0.0).to(tl.float32)
-    out = centred * tl.math.rsqrt(variance + eps) * weight
+    mean = tl.sum(value, axis=0) / width
+    centred = tl.where(mask, value - mean, 0.0)
+    variance = tl.sum(centred * centred, axis=0) / width
+    out = centred * tl.math.rsqrt(variance + eps) * tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        out += tl.load(b_ptr + offs, mask=in_width, other=0.0).to(tl.float32)
+        out += tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(normed_ptr + row * sm_row + offs, out.to(normed_ptr.dtype.element_ty), mask=mask)
 
 
@@ -76,15 +73,9 @@ def scaled_residual_norm_usable(
 
 
 def scaled_residual_norm_triton(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    gamma: torch.Tensor,
-    norm: torch.nn.LayerNorm,
-    rows_per_program: int = ROWS_PER_PROGRAM,
-    num_warps: int | None = None,
+    x: torch.Tensor, y: torch.Tensor, gamma: torch.Tensor, norm: torch.nn.LayerNorm
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``new = x + gamma * y`` and ``norm(new)`` over the last dimension, both bf16 (x, y, gamma: bf16).
-    `rows_per_program` (a power of two) and `num_warps` are tile choices; the result does not depend on them."""
+    """``new = x + gamma * y`` and ``norm(new)`` over the last dimension, both bf16 (x, y, gamma: bf16)."""
     width = x.shape[-1]
     x_rows, y_rows = x.reshape(-1, width), y.reshape(-1, width)
     if x_rows.stride(-1) != 1:
@@ -96,11 +87,10 @@ def scaled_residual_norm_triton(
     if new.shape[0]:
         block = triton.next_power_of_2(width)
         bias = norm.bias if norm.bias is not None else norm.weight
-        if num_warps is None:
-            num_warps = min(max(block * rows_per_program // 256, 1), 8)
-        _scaled_residual_norm_kernel[(triton.cdiv(new.shape[0], rows_per_program),)](
+        _scaled_residual_norm_kernel[(new.shape[0],)](
             x_rows, y_rows, gamma.contiguous(), norm.weight.contiguous(), bias.contiguous(), new, normed,
-            new.shape[0], width, x_rows.stride(0), y_rows.stride(0), new.stride(0), normed.stride(0), norm.eps,
-            HAS_BIAS=norm.bias is not None, BLOCK=block, ROWS=rows_per_program, num_warps=num_warps,
+            width, x_rows.stride(0), y_rows.stride(0), new.stride(0), normed.stride(0), norm.eps,
+            HAS_BIAS=norm.bias is not None, BLOCK=block,
+            num_warps=min(max(block // 256, 1), 8),
         )  # fmt: skip
     return new.view(x.shape), normed.view(x.shape)
