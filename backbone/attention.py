@@ -28,15 +28,18 @@ try:
 except ImportError:  # torch < 2.3
     sdpa_kernel = None
 
-# Causal prefills on cuDNN's attention. On an H200 (32 query / 2 key-value heads of 128, bf16, the plan
-# already built) it took 0.054 ms at 1,024 tokens against 0.069 ms for the flash kernel, 0.100 against
-# 0.177 at 2,048, 0.208 against 0.393 at 3,344, 0.770 against 1.486 at 7,517 and 3.45 against 6.32 at
-# 16,144. But each new shape costs a plan of about 50 ms (1.2 s for the first in a process). So the
-# length is padded up to its bucket (`cudnn_bucket`: eight per doubling of the length, so at most 1/8
-# more rows; padding rows come after every real row and causal attention never lets a real row see
-# them), and a layer takes cuDNN only from its second prefill of a bucket on: a one-off length keeps
-# the flash kernel, a service sees its buckets recur.
-CUDNN_MIN_LENGTH = 1024
+# Long causal prefills on cuDNN's attention. On an H200 (32 query / 2 key-value heads of 128, bf16) it took
+# 3.59 ms at 16,144 tokens against 6.24 ms for the flash kernel, 1.03 against 1.50 at 7,517, and gained
+# nothing at 3,344. But each new shape costs a plan of about 50 ms (1.2 s for the first in a process).
+# So the length is padded up to a multiple of CUDNN_BUCKET (padding rows come after every real row and
+# causal attention never lets a real row see them), and a layer takes cuDNN only from the second prefill
+# of a bucket on: a one-off length keeps the flash kernel, a service sees its buckets recur.
+# Shorter prefills stay on the flash kernel although cuDNN's kernel alone is faster there too (on an H200,
+# plan built: 0.054 against 0.069 ms at 1,024 tokens, 0.208 against 0.393 at 3,344): with cuDNN from
+# 1,024 tokens and eight buckets per doubling, the benchmark's audio case lost 0.03 s in its encoder
+# (0.031 -> 0.054 s, its own cuDNN attention), more than the image gained.
+CUDNN_MIN_LENGTH = 4096
+CUDNN_BUCKET = 1024
 _BUCKETS_SEEN: dict[tuple, int] = {}
 _BUCKETS_LIMIT = 4096  # (shape, layer) keys remembered; the count starts over beyond it
 
@@ -67,12 +70,6 @@ def build_attention_mask(
     return allowed[:, None], False
 
 
-def cudnn_bucket(length: int) -> int:
-    """The multiple a prefill of ``length`` tokens is padded to for cuDNN: an eighth of the power of two
-    at or below it (256 for 2,048 to 4,095 tokens), so eight buckets cover each doubling."""
-    return max(1, 1 << max(0, length.bit_length() - 4))
-
-
 def padded_causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, bucket: int
 ) -> torch.Tensor:
@@ -88,7 +85,7 @@ def padded_causal_attention(
 
 
 def _cudnn_prefill_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_index: int) -> bool:
-    """Whether this causal prefill takes cuDNN (see CUDNN_MIN_LENGTH): CUDA, 16-bit, inference, long enough,
+    """Whether this causal prefill takes cuDNN (see CUDNN_MIN_LENGTH): CUDA, 16-bit, inference, long,
     fast paths on, and this layer's second prefill (or later) in the bucket."""
     if sdpa_kernel is None or not q.is_cuda or q.dtype not in (torch.bfloat16, torch.float16):
         return False
@@ -97,9 +94,8 @@ def _cudnn_prefill_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lay
         return False
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return False  # training: backward plans cost far more, and lengths vary
-    step = cudnn_bucket(length)
-    key = (q.shape[0], q.shape[1], k.shape[1], q.shape[3], -(-length // step) * step, q.dtype, q.device,
-           layer_index)  # fmt: skip
+    bucket = -(-length // CUDNN_BUCKET)
+    key = (q.shape[0], q.shape[1], k.shape[1], q.shape[3], bucket, q.dtype, q.device, layer_index)
     if len(_BUCKETS_SEEN) >= _BUCKETS_LIMIT and key not in _BUCKETS_SEEN:
         _BUCKETS_SEEN.clear()
     _BUCKETS_SEEN[key] = _BUCKETS_SEEN.get(key, 0) + 1
@@ -205,7 +201,7 @@ class Attention(nn.Module):
         causal = is_causal and mask is None
         if causal and _cudnn_prefill_usable(q, k, v, self.layer_index):
             with sdpa_kernel(_CUDNN_FIRST, **_PRIORITY):
-                out = padded_causal_attention(q, k, v, scale, cudnn_bucket(q.shape[2]))
+                out = padded_causal_attention(q, k, v, scale, CUDNN_BUCKET)
         elif q.is_cuda and sdpa_kernel is not None:
             with sdpa_kernel(_CUDA_BACKENDS):
                 out = F.scaled_dot_product_attention(
