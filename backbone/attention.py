@@ -37,7 +37,7 @@ except ImportError:  # torch < 2.3
 # Shorter prefills stay on the flash kernel although cuDNN's kernel alone is faster there too (on an H200,
 # plan built: 0.054 against 0.069 ms at 1,024 tokens, 0.208 against 0.393 at 3,344): with cuDNN from
 # 1,024 tokens and eight buckets per doubling, the benchmark's audio case lost 0.03 s in its encoder
-# (0.031 -> 0.054 s, its own cuDNN attention), more than the image gained.
+# (0.031 -> 0.054 s; the cause was not found), more than the image gained.
 CUDNN_MIN_LENGTH = 4096
 CUDNN_BUCKET = 1024
 _BUCKETS_SEEN: dict[tuple, int] = {}
