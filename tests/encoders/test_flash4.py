@@ -150,6 +150,7 @@ def _hopper_with_tiles(monkeypatch, tiled) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(flash4, "_tiled_forward", lambda: tiled)
     monkeypatch.setattr(flash4, "_FAILED", set())
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
 
 
 def _vit_width_qkv() -> tuple[torch.Tensor, ...]:
@@ -183,7 +184,6 @@ def test_eighty_wide_heads_on_hopper_take_the_measured_tile(monkeypatch):
         return _reference_kernel(q, k, v)[0], None, None
 
     monkeypatch.setattr(flash4, "_kernel", lambda: lambda *a: plain_calls.append(1) or _reference_kernel(*a))
-    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     _hopper_with_tiles(monkeypatch, tiled)
     q, k, v = _vit_width_qkv()
     out = flash4.attention(q, k, v)
@@ -204,7 +204,6 @@ def test_a_failing_tile_falls_back_to_the_packages_own_choice_for_good(monkeypat
         raise RuntimeError("shared memory exceeded")
 
     monkeypatch.setattr(flash4, "_kernel", lambda: lambda *a: plain_calls.append(1) or _reference_kernel(*a))
-    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     _hopper_with_tiles(monkeypatch, broken)
     q, k, v = _vit_width_qkv()
     first, second = flash4.attention(q, k, v), flash4.attention(q, k, v)
