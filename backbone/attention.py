@@ -28,18 +28,18 @@ try:
 except ImportError:  # torch < 2.3
     sdpa_kernel = None
 
-# Long causal prefills on cuDNN's attention. On an H200 (32 query / 2 key-value heads of 128, bf16) it took
-# 3.59 ms at 16,144 tokens against 6.24 ms for the flash kernel, 1.03 against 1.50 at 7,517, and gained
-# nothing at 3,344. But each new shape costs a plan of about 50 ms (1.2 s for the first in a process).
-# So the length is padded up to a multiple of CUDNN_BUCKET (padding rows come after every real row and
-# causal attention never lets a real row see them), and a layer takes cuDNN only from the second prefill
-# of a bucket on: a one-off length keeps the flash kernel, a service sees its buckets recur.
-# Shorter prefills stay on the flash kernel although cuDNN's kernel alone is faster there too (on an H200,
-# plan built: 0.054 against 0.069 ms at 1,024 tokens, 0.208 against 0.393 at 3,344): with cuDNN from
-# 1,024 tokens and eight buckets per doubling, the benchmark's audio case lost 0.03 s in its encoder
-# (0.031 -> 0.054 s; the cause was not found), more than the image gained.
-CUDNN_MIN_LENGTH = 4096
+# Long causal prefills on cuDNN's attention. On an H200 (32 query / 2 key-value heads of 128, bf16, plan
+# built) it took 3.45 ms at 16,144 tokens against 6.32 ms for the flash kernel, 0.770 against 1.486 at
+# 7,517 and 0.208 against 0.393 at 3,344 (in the whole image prefill 0.24 against 0.45 ms a layer). But
+# each new shape costs a plan of about 50 ms (1.2 s for the first in a process). So the length is padded
+# up to a bucket (`cudnn_bucket`: multiples of 256 below 4,096 tokens, of 1,024 from there; padding rows
+# come after every real row and causal attention never lets a real row see them), and a layer takes cuDNN
+# only from the second prefill of a bucket on: a one-off length keeps the flash kernel, a service sees its
+# buckets recur. Below 2,048 tokens the flash kernel stays: the gain is a few microseconds a layer there.
+CUDNN_MIN_LENGTH = 2048
 CUDNN_BUCKET = 1024
+CUDNN_SHORT_BUCKET = 256  # below CUDNN_SHORT_BELOW tokens, where padding to 1,024 would cost up to 50%
+CUDNN_SHORT_BELOW = 4096
 _BUCKETS_SEEN: dict[tuple, int] = {}
 _BUCKETS_LIMIT = 4096  # (shape, layer) keys remembered; the count starts over beyond it
 
@@ -84,6 +84,11 @@ def padded_causal_attention(
     return out[:, :, :length]
 
 
+def cudnn_bucket(length: int) -> int:
+    """The multiple a cuDNN prefill of ``length`` tokens is padded up to (see CUDNN_MIN_LENGTH)."""
+    return CUDNN_SHORT_BUCKET if length < CUDNN_SHORT_BELOW else CUDNN_BUCKET
+
+
 def _cudnn_prefill_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_index: int) -> bool:
     """Whether this causal prefill takes cuDNN (see CUDNN_MIN_LENGTH): CUDA, 16-bit, inference, long,
     fast paths on, and this layer's second prefill (or later) in the bucket."""
@@ -94,7 +99,7 @@ def _cudnn_prefill_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lay
         return False
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return False  # training: backward plans cost far more, and lengths vary
-    bucket = -(-length // CUDNN_BUCKET)
+    bucket = -(-length // cudnn_bucket(length)) * cudnn_bucket(length)
     key = (q.shape[0], q.shape[1], k.shape[1], q.shape[3], bucket, q.dtype, q.device, layer_index)
     if len(_BUCKETS_SEEN) >= _BUCKETS_LIMIT and key not in _BUCKETS_SEEN:
         _BUCKETS_SEEN.clear()
@@ -201,7 +206,7 @@ class Attention(nn.Module):
         causal = is_causal and mask is None
         if causal and _cudnn_prefill_usable(q, k, v, self.layer_index):
             with sdpa_kernel(_CUDNN_FIRST, **_PRIORITY):
-                out = padded_causal_attention(q, k, v, scale, CUDNN_BUCKET)
+                out = padded_causal_attention(q, k, v, scale, cudnn_bucket(q.shape[2]))
         elif q.is_cuda and sdpa_kernel is not None:
             with sdpa_kernel(_CUDA_BACKENDS):
                 out = F.scaled_dot_product_attention(

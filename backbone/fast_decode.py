@@ -27,7 +27,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .attention import Attention
 from .cache import HybridCache, KVState, MambaState
-from .config import ATTENTION
 from .kernels import (
     DISABLE_ENV,
     decode_attention,
@@ -39,7 +38,7 @@ from .mlp import relu2
 from .moe import RoutedExperts, combine_expert_rows, grouped_mm_usable
 
 if TYPE_CHECKING:
-    from .model import HybridLM
+    from .model import HybridBlock, HybridLM
 
 GRAPHS_ENV = "OMNI_DISABLE_CUDA_GRAPHS"
 # Gathering one expert's weights per routed row (the capture-safe path without grouped matmuls)
@@ -89,8 +88,9 @@ def capture_safe_experts(model: torch.nn.Module) -> Iterator[None]:
     for module in model.modules():
         if isinstance(module, RoutedExperts):
 
-            def forward(x, indices, weights, module=module):  # noqa: ANN001, ANN202
-                return experts_capture_safe(x, indices, weights, module.up_proj, module.down_proj)
+            def forward(x, indices, weights, addend=None, module=module):  # noqa: ANN001, ANN202
+                out = experts_capture_safe(x, indices, weights, module.up_proj, module.down_proj)
+                return out + addend() if addend is not None else out
 
             module.forward = forward
             patched.append(module)
@@ -189,18 +189,17 @@ class GraphDecoder:
         return (weight.data_ptr(), weight.dtype, weight.device)
 
     def _step(self, cache: StaticDecodeCache, token: torch.Tensor) -> torch.Tensor:
-        from .model import _Context
+        from .model import _Context, run_layers
 
         model = self.model
         hidden = model.backbone.embeddings(token[:, None])
         mask = cache.step_mask()
         context = _Context(None, mask, False, cache)
-        for block in model.backbone.layers:
-            if block.kind == ATTENTION:
-                hidden = hidden + attention_step(block.mixer, block.norm(hidden), cache, mask)
-            else:
-                hidden = block(hidden, context)
-        hidden = model.backbone.norm_f(hidden)
+
+        def step(block: HybridBlock, normed: torch.Tensor) -> torch.Tensor:
+            return attention_step(block.mixer, normed, cache, mask)
+
+        hidden = run_layers(model.backbone, hidden, context, step)
         return model.lm_head(hidden[:, -1]).float()
 
     def _capture(self, batch: int, capacity: int) -> _Entry:

@@ -14,9 +14,9 @@ Padding: positions whose mask is 0 get xBC = 0 before and after the conv and dt 
 they neither feed nor decay the state; a left-padded row therefore evolves exactly as the row alone.
 
 Fast paths (see `backbone.kernels`): an unpadded one-token step runs between in_proj and out_proj on
-three fused Triton kernels (`backbone.kernels.mamba_step_triton`); a longer input takes the conv of
-`backbone.kernels.mamba_prefill_triton`, the Triton scan and the step's gated-norm kernel over its rows,
-with the same math.
+three fused Triton kernels (`backbone.kernels.mamba_step_triton`); a longer input takes the conv and
+the time-step kernel of `backbone.kernels.mamba_prefill_triton`, the Triton scan and the step's
+gated-norm kernel over its rows, with the same math.
 """
 
 from __future__ import annotations
@@ -154,10 +154,15 @@ class Mamba2Mixer(nn.Module):
         x, B, C = xbc.split(
             [self.inner, self.n_groups * self.state_size, self.n_groups * self.state_size], dim=-1
         )
-        dt = self.discretize_dt(dt_raw)
-        if token_mask is not None:
-            dt = dt * token_mask[..., None].to(dt.dtype)
-        A = -torch.exp(self.A_log.float())
+        if prefill_kernels:
+            from .kernels.mamba_prefill_triton import discretize
+
+            dt, A = discretize(dt_raw, self.dt_bias, self.A_log, self.time_step_limit, token_mask)
+        else:
+            dt = self.discretize_dt(dt_raw)
+            if token_mask is not None:
+                dt = dt * token_mask[..., None].to(dt.dtype)
+            A = -torch.exp(self.A_log.float())
 
         x = x.reshape(batch, length, self.num_heads, self.head_dim)
         B = B.reshape(batch, length, self.n_groups, self.state_size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from .mamba2 import Mamba2Mixer
 from .mlp import ReLU2MLP
 from .moe import MoE
 from .mtp import MultiTokenPredictor
-from .norms import RMSNorm
+from .norms import RMSNorm, add_and_norm
 from .packing import PackedRows, packing_wanted
 from .weights import checkpoint_tensors, load_weights
 
@@ -74,7 +75,10 @@ class HybridBlock(nn.Module):
             raise ValueError(f"layer {index}: unknown layer type {self.kind!r}")
 
     def forward(self, hidden: torch.Tensor, context: _Context) -> torch.Tensor:
-        normed = self.norm(hidden)
+        return hidden + self.mix(self.norm(hidden), context)
+
+    def mix(self, normed: torch.Tensor, context: _Context) -> torch.Tensor:
+        """The mixer's output for the normed input: what the block adds to the residual stream."""
         if self.kind == MAMBA:
             state = context.cache.mamba_state(self.index) if context.cache is not None else None
             out = self.mixer(normed, context.token_mask, state)
@@ -86,7 +90,41 @@ class HybridBlock(nn.Module):
             out = self.mixer(normed, context.token_mask)
         else:
             out = self.mixer(normed)
-        return hidden + out
+        return out
+
+
+def run_layers(
+    backbone: HybridBackbone,
+    hidden: torch.Tensor,
+    context: _Context,
+    attention_step: Callable[[HybridBlock, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``norm_f`` of the residual stream after every block of ``backbone`` (`attention_step`, if given,
+    computes the attention blocks' mix instead of the block itself: the static-cache decode step).
+
+    Each residual add and the norm after it (the next block's, or ``norm_f``) form one seam (`add_and_norm`):
+    one Triton pass on the fast paths. Blocks then run by parts, not through their ``__call__``; so if any
+    block has forward hooks (FSDP's gathers of a sharded model, a user's probes), every block is called
+    as a module instead."""
+    layers = list(backbone.layers)
+
+    def mix(block: HybridBlock, normed: torch.Tensor) -> torch.Tensor:
+        if attention_step is not None and block.kind == ATTENTION:
+            return attention_step(block, normed)
+        return block.mix(normed, context)
+
+    if not layers or any(block._forward_hooks or block._forward_pre_hooks for block in layers):
+        for block in layers:
+            if attention_step is not None and block.kind == ATTENTION:
+                hidden = hidden + mix(block, block.norm(hidden))
+            else:
+                hidden = block(hidden, context)
+        return backbone.norm_f(hidden)
+    following = [*(block.norm for block in layers[1:]), backbone.norm_f]
+    normed = layers[0].norm(hidden)
+    for block, norm in zip(layers, following, strict=True):
+        hidden, normed = add_and_norm(hidden, mix(block, normed), norm)
+    return normed
 
 
 class HybridBackbone(nn.Module):
@@ -249,12 +287,12 @@ class HybridLM(nn.Module):
         checkpointing = (
             self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         )
-        for block in self.backbone.layers:
-            if checkpointing:
+        if checkpointing:
+            for block in self.backbone.layers:
                 hidden = activation_checkpoint(block, hidden, context, use_reentrant=False)
-            else:
-                hidden = block(hidden, context)
-        hidden = self.backbone.norm_f(hidden)
+            hidden = self.backbone.norm_f(hidden)
+        else:
+            hidden = run_layers(self.backbone, hidden, context)
         if cache is not None:
             cache.advance(length)
 

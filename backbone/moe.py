@@ -158,6 +158,31 @@ def grouped_mm_usable(x: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> 
 
 _COMBINE_ROWS = 32768
 
+# What the routed experts add to their sum: a function returning [T, d], called once, as late as possible
+# (after the experts' matmuls are queued), so work started elsewhere for it has time to finish.
+Addend = Callable[[], torch.Tensor]
+
+# Rows from which the shared expert runs on a side stream, beside the router and the dispatch (about 60 µs
+# of short dependent kernels a layer at 3,344 tokens on an H200, during which its matmuls find idle SMs).
+SIDE_STREAM_MIN_ROWS = 512
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def shared_on_side_stream(flat: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the shared expert of these rows runs on a side stream: CUDA, fast paths on (inference), at
+    least SIDE_STREAM_MIN_ROWS rows, and no CUDA graph being captured."""
+    return (
+        flat.shape[0] >= SIDE_STREAM_MIN_ROWS
+        and fast_paths_enabled(flat, weight)
+        and not torch.cuda.is_current_stream_capturing()
+    )
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device=device)
+    return _SIDE_STREAMS[device]
+
 
 def experts_grouped(
     x: torch.Tensor,
@@ -166,19 +191,22 @@ def experts_grouped(
     up_proj: torch.Tensor,
     down_proj: torch.Tensor,
     use_grouped_mm: bool = False,
+    addend: Addend | None = None,
 ) -> torch.Tensor:
     """Routed experts over tokens sorted by expert: one matmul pair per expert segment (or one grouped call).
 
     x [T, in]; indices / weights [T, k]; up_proj [E, I, in]; down_proj [E, in, I]. Returns [T, in] in x's
-    dtype, accumulated in fp32. With grouped matmuls on the fast paths, Triton kernels lay the rows out
-    by expert and combine them (`moe_dispatch_triton`, `moe_combine_triton`): four launches around the
-    two matmuls instead of about twenty.
+    dtype, accumulated in fp32, plus ``addend()`` where given (see `Addend`). With grouped matmuls on the
+    fast paths, Triton kernels lay the rows out by expert and combine them (`moe_dispatch_triton`,
+    `moe_combine_triton`, which also adds the addend): four launches around the two matmuls instead of
+    about twenty.
     """
     top_k = indices.shape[1]
     num_experts = up_proj.shape[0]
     if use_grouped_mm and fast_paths_enabled(x, up_proj, down_proj):
         routed, position, bounds = dispatch_rows(x, indices, num_experts)
-        return topk_combine(grouped_expert_matmuls(routed, bounds, up_proj, down_proj), position, weights)
+        rows = grouped_expert_matmuls(routed, bounds, up_proj, down_proj)
+        return topk_combine(rows, position, weights, addend() if addend is not None else None)
     flat = indices.reshape(-1)
     order = torch.argsort(flat, stable=True)
     token_of = order // top_k
@@ -197,7 +225,8 @@ def experts_grouped(
                 pieces.append(F.linear(relu2(F.linear(segment, up_proj[expert])), down_proj[expert]))
             start = stop
         out = torch.cat(pieces, dim=0)
-    return combine_expert_rows(out, order, weights)
+    combined = combine_expert_rows(out, order, weights)
+    return combined + addend() if addend is not None else combined
 
 
 def grouped_expert_matmuls(
@@ -266,20 +295,25 @@ class RoutedExperts(nn.Module):
         nn.init.normal_(self.down_proj, std=config.initializer_range)
         self.backend = "auto"
 
-    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, addend: Addend | None = None
+    ) -> torch.Tensor:
+        """The weighted top-k experts' sum for each row of x [T, in], plus ``addend()`` where given."""
         if self.backend not in EXPERT_BACKENDS:
             raise ValueError(f"experts backend {self.backend!r} is not one of {EXPERT_BACKENDS}")
-        if self.backend == "loop":
-            return experts_loop(x, indices, weights, self.up_proj, self.down_proj)
-        if self.backend == "auto" and experts_gemv_usable(x, indices, self.up_proj):
-            return experts_gemv(x, indices, weights, self.up_proj, self.down_proj)
         if self.backend == "grouped_mm":
             use_grouped = True
-        elif self.backend == "auto":
+        elif self.backend == "auto" and not experts_gemv_usable(x, indices, self.up_proj):
             use_grouped = grouped_mm_usable(x, self.up_proj, self.down_proj)
         else:
-            use_grouped = False
-        return experts_grouped(x, indices, weights, self.up_proj, self.down_proj, use_grouped)
+            if self.backend == "loop":
+                out = experts_loop(x, indices, weights, self.up_proj, self.down_proj)
+            elif self.backend == "auto":
+                out = experts_gemv(x, indices, weights, self.up_proj, self.down_proj)
+            else:
+                out = experts_grouped(x, indices, weights, self.up_proj, self.down_proj, False)
+            return out + addend() if addend is not None else out
+        return experts_grouped(x, indices, weights, self.up_proj, self.down_proj, use_grouped, addend)
 
 
 class MoE(nn.Module):
@@ -302,20 +336,44 @@ class MoE(nn.Module):
             self.fc2_latent_proj = None
 
     def forward(self, hidden: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden [..., d]; token_mask [...] (1 = real token) only decides which choices count as load."""
+        """hidden [..., d]; token_mask [...] (1 = real token) only decides which choices count as load.
+
+        Without latent projections the shared expert's output is added where the routed experts' rows are
+        summed (one kernel on the fast paths); for long inputs on CUDA it is computed on a second stream
+        while the router and the dispatch, short dependent kernels, run (`shared_on_side_stream`)."""
         shape = hidden.shape
         flat = hidden.reshape(-1, shape[-1])
+        fused = self.shared_experts is not None and self.fc2_latent_proj is None
+        shared = self._shared_output(flat) if fused else None
         weights, indices = self.gate(flat)
         if self.gate.count_load and self.training:
             self.gate.record_load(indices, token_mask)
         routed_in = self.fc1_latent_proj(flat) if self.fc1_latent_proj is not None else flat
-        routed = self.experts(routed_in, indices, weights)
+        routed = self.experts(routed_in, indices, weights, shared)
         if self.fc2_latent_proj is not None:
             routed = self.fc2_latent_proj(routed)
         out = routed.view(shape)
-        if self.shared_experts is not None:
+        if self.shared_experts is not None and not fused:
             out = out + self.shared_experts(hidden)
         return out
+
+    def _shared_output(self, flat: torch.Tensor) -> Addend:
+        """The shared expert's output on ``flat`` [T, d], as an `Addend`: started now on a side stream where
+        `shared_on_side_stream` allows, else computed when asked for."""
+        if not shared_on_side_stream(flat, self.shared_experts.up_proj.weight):
+            return lambda: self.shared_experts(flat)
+        current = torch.cuda.current_stream(flat.device)
+        side = _side_stream(flat.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            out = self.shared_experts(flat)
+
+        def joined() -> torch.Tensor:
+            current.wait_stream(side)
+            out.record_stream(current)  # allocated on the side stream, read on this one
+            return out
+
+        return joined
 
 
 class ExpertBiasBalancer:

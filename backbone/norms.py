@@ -28,6 +28,20 @@ class RMSNorm(nn.Module):
         return (self.weight.float() * x).to(hidden.dtype)
 
 
+def add_and_norm(hidden: torch.Tensor, out: torch.Tensor, norm: RMSNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seam between two pre-norm blocks: ``(hidden + out, norm(hidden + out))``.
+
+    On the fast paths the add and the norm are one Triton pass (`residual_rms_norm_triton`): the sum is
+    rounded as the separate add rounds it and normalised with `RMSNorm`'s arithmetic."""
+    if fast_paths_enabled(hidden, out, norm.weight):
+        from .kernels.norm_triton import residual_rms_norm_triton, residual_rms_norm_usable
+
+        if residual_rms_norm_usable(hidden, out, norm.weight):
+            return residual_rms_norm_triton(hidden, out, norm.weight, norm.eps)
+    new = hidden + out
+    return new, norm(new)
+
+
 class GatedGroupRMSNorm(nn.Module):
     """The Mamba-2 output norm: `y * silu(gate)`, then RMS-normalised per group of channels, then scaled.
 

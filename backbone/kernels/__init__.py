@@ -102,11 +102,13 @@ def decode_attention(
     return decode_attention_triton(q, keys, values, key_mask, scale)
 
 
-def topk_combine(rows: torch.Tensor, position: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def topk_combine(
+    rows: torch.Tensor, position: torch.Tensor, weights: torch.Tensor, addend: torch.Tensor | None = None
+) -> torch.Tensor:
     """`moe_combine_triton.topk_combine_triton` (import deferred, as above)."""
     from .moe_combine_triton import topk_combine_triton
 
-    return topk_combine_triton(rows, position, weights)
+    return topk_combine_triton(rows, position, weights, addend)
 
 
 def dispatch_rows(

@@ -1,4 +1,4 @@
-"""Triton kernel of the Mamba-2 mixer's prefill (more than one token): the causal conv.
+"""Triton kernels of the Mamba-2 mixer's prefill (more than one token): the causal conv and the time steps.
 
 The reference (`Mamba2Mixer._causal_conv`) runs the depthwise conv as K shifted multiply-adds over an
 fp32, channels-first copy of the sequence, about ten passes over [length, channels] plus the copies
@@ -6,18 +6,27 @@ that undo the transposition. `causal_conv_silu` does the conv, bias and SiLU in 
 in_proj output's xBC view, channels last, accumulating in fp32 in the reference's order. The token
 mask is applied to the inputs it reads and to the outputs, as the reference masks before and after
 the conv. With a conv state, the positions before the first token are read from it, and it is then
-replaced by the last K-1 (masked) inputs. The mixer runs the rest of its prefill on the Triton scan
-and on the gated-norm kernel of `mamba_step_triton`.
+replaced by the last K-1 (masked) inputs.
+
+`discretize` forms dt = softplus(dt_raw + dt_bias) (clamped to the time-step limit, zero on masked
+tokens) and A = -exp(A_log) in one launch, where the reference takes six to eight small kernels (casts,
+the sum, softplus, the clamp, the mask; exp and negation). The mixer runs the rest of its prefill on the
+Triton scan and on the gated-norm kernel of `mamba_step_triton`.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
 import triton.language as tl
 
+from .ssd_common import discretized_dt
+
 _BLOCK_L = 32
 _BLOCK_C = 128
+_DT_ROWS = 64  # token rows per program of the time-step kernel
 
 
 @triton.jit
@@ -111,3 +120,62 @@ def causal_conv_silu(
     if new_state is not None:
         conv_state.copy_(new_state)  # after the kernel read the old state (same stream)
     return out
+
+
+@triton.jit
+def _discretize_kernel(
+    dt_ptr, bias_ptr, a_log_ptr, mask_ptr, dt_out_ptr, a_out_ptr,
+    rows, length, heads, dt_low, dt_high,
+    sd_b, sd_l, sd_h,
+    sm_b, sm_l,
+    HAS_MASK: tl.constexpr, HAS_LIMIT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    offs_r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # flat (batch, position) rows
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_r = offs_r < rows
+    mask_h = offs_h < heads
+    b = (offs_r // length).to(tl.int64)
+    pos = (offs_r % length).to(tl.int64)
+    both = mask_r[:, None] & mask_h[None, :]
+    raw = tl.load(dt_ptr + (b * sd_b + pos * sd_l)[:, None] + offs_h[None, :] * sd_h, mask=both, other=0.0)
+    bias = tl.load(bias_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
+    dt = discretized_dt(raw.to(tl.float32), bias[None, :], dt_low, dt_high, HAS_LIMIT)
+    if HAS_MASK:
+        keep = tl.load(mask_ptr + b * sm_b + pos * sm_l, mask=mask_r, other=0).to(tl.float32)
+        dt = dt * keep[:, None]
+    tl.store(dt_out_ptr + offs_r[:, None].to(tl.int64) * heads + offs_h[None, :], dt, mask=both)
+    a_log = tl.load(a_log_ptr + offs_h, mask=mask_h & (tl.program_id(0) == 0), other=0.0).to(tl.float32)
+    tl.store(a_out_ptr + offs_h, -tl.exp(a_log), mask=mask_h & (tl.program_id(0) == 0))
+
+
+def discretize(
+    dt_raw: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    time_step_limit: tuple[float, float] = (0.0, math.inf),
+    token_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scan's time steps and decay rates from the mixer's raw ones, in one launch.
+
+    dt_raw [b, L, h] (any strides, e.g. the in_proj output's view), dt_bias and A_log [h], token_mask
+    [b, L] (1 = real token) or None. Returns dt = softplus(dt_raw + dt_bias), clamped to
+    `time_step_limit` where it limits anything and zero on masked tokens, as a contiguous fp32 [b, L, h],
+    and A = -exp(A_log) as fp32 [h]: `Mamba2Mixer.discretize_dt` and the mixer's A, with the same
+    arithmetic in fp32.
+    """
+    batch, length, heads = dt_raw.shape
+    low, high = time_step_limit
+    dt = torch.empty(batch, length, heads, dtype=torch.float32, device=dt_raw.device)
+    A = torch.empty(heads, dtype=torch.float32, device=dt_raw.device)
+    rows = batch * length
+    mask = token_mask if token_mask is not None else dt_raw
+    grid = (max(1, triton.cdiv(rows, _DT_ROWS)),)
+    _discretize_kernel[grid](
+        dt_raw, dt_bias, A_log, mask, dt, A,
+        rows, max(length, 1), heads, float(low), float(min(high, 3.0e38)),
+        *dt_raw.stride(), mask.stride(0), mask.stride(1),
+        HAS_MASK=token_mask is not None, HAS_LIMIT=low > 0.0 or high < math.inf,
+        BLOCK_R=_DT_ROWS, BLOCK_H=triton.next_power_of_2(heads),
+        num_warps=4,
+    )  # fmt: skip
+    return dt, A

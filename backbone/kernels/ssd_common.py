@@ -56,6 +56,22 @@ def store_tile(ptr, rows, cols, s_row, s_col, mask_rows, mask_cols, value):
     )
 
 
+@triton.jit
+def discretized_dt(dt_raw, dt_bias, dt_low, dt_high, HAS_LIMIT: tl.constexpr):
+    """softplus(dt_raw + dt_bias) in fp32 with torch's threshold (x > 20 -> x), clamped to [dt_low, dt_high]
+    with HAS_LIMIT. log1p(u) is evaluated as log(1 + u) * u / ((1 + u) - 1), which keeps full precision
+    for small u."""
+    v = dt_raw + dt_bias
+    u = tl.exp(tl.minimum(v, 20.0))
+    w = 1.0 + u
+    d = w - 1.0
+    log1p = tl.where(d == 0.0, u, tl.log(w) * (u / tl.where(d == 0.0, 1.0, d)))
+    dt = tl.where(v > 20.0, v, log1p)
+    if HAS_LIMIT:
+        dt = tl.minimum(tl.maximum(dt, dt_low), dt_high)
+    return dt
+
+
 def block_size(size: int, floor: int = 16) -> int:
     """The power-of-two tile covering `size`, at least `floor`."""
     return max(floor, triton.next_power_of_2(size))

@@ -28,6 +28,7 @@ import triton.language as tl
 
 from .ssd_common import (
     block_size,
+    discretized_dt,
     dot_precision,
     load_tile,
     program_coords,
@@ -124,16 +125,7 @@ def _ssd_step_kernel(
     dt = tl.load(dt_ptr + b * sdt_b + h * sdt_h).to(tl.float32)
     A = tl.load(A_ptr + h).to(tl.float32)
     if DISCRETIZE:
-        # softplus with torch's threshold (x > 20 -> x); log1p(u) evaluated as
-        # log(1 + u) * u / ((1 + u) - 1), which keeps full precision for small u.
-        v = dt + tl.load(dt_bias_ptr + h).to(tl.float32)
-        u = tl.exp(tl.minimum(v, 20.0))
-        w = 1.0 + u
-        d = w - 1.0
-        log1p = tl.where(d == 0.0, u, tl.log(w) * (u / tl.where(d == 0.0, 1.0, d)))
-        dt = tl.where(v > 20.0, v, log1p)
-        if HAS_LIMIT:
-            dt = tl.minimum(tl.maximum(dt, dt_low), dt_high)
+        dt = discretized_dt(dt, tl.load(dt_bias_ptr + h).to(tl.float32), dt_low, dt_high, HAS_LIMIT)
         A = -tl.exp(A)
     x = tl.load(x_ptr + b * sx_b + h * sx_h + offs_p * sx_p, mask=mask_p, other=0.0).to(tl.float32)
     Bv = tl.load(B_ptr + b * sB_b + g * sB_g + offs_n * sB_n, mask=mask_n, other=0.0).to(tl.float32)

@@ -27,6 +27,23 @@ def test_logits_to_keep(tiny_model):
         assert torch.equal(model(ids, logits_to_keep=torch.tensor([0, 3])).logits, full[:, [0, 3]])
 
 
+def test_forward_hooks_on_a_block_fire_and_change_nothing(tiny_model):
+    """Blocks run by parts around the fused residual seams, but a block with hooks (FSDP's, a user's probe)
+    is called as a module: its hooks see every call, and the logits stay the same."""
+    model = tiny_model()
+    ids = torch.randint(3, 96, (2, 7))
+    with torch.no_grad():
+        plain = model(ids).logits
+        seen = []
+        handle = model.backbone.layers[2].register_forward_hook(
+            lambda module, args, out: seen.append(out.shape)
+        )
+        hooked = model(ids).logits
+        handle.remove()
+    assert seen == [(2, 7, 32)]
+    assert torch.equal(hooked, plain)
+
+
 def test_bf16_forward_is_close_to_fp32(tiny_model, relative_error):
     model = tiny_model()
     ids = torch.randint(3, 96, (2, 9))

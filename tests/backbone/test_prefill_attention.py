@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from backbone import attention
-from backbone.attention import CUDNN_BUCKET, CUDNN_MIN_LENGTH, padded_causal_attention
+from backbone.attention import (
+    CUDNN_BUCKET,
+    CUDNN_MIN_LENGTH,
+    CUDNN_SHORT_BELOW,
+    CUDNN_SHORT_BUCKET,
+    cudnn_bucket,
+    padded_causal_attention,
+)
 
 
 @pytest.mark.parametrize("length, bucket", [(37, 16), (48, 16), (5, 64)])
@@ -47,6 +54,19 @@ def test_cudnn_from_a_layers_second_prefill_of_a_bucket(fresh_counts):
     assert usable(q, kv, kv, layer_index=3)  # the next prefill of that bucket
     other = _fake(16144 - CUDNN_BUCKET // 2)  # a shorter prompt in the same bucket of 1,024
     assert usable(other, _fake(other.shape[2], heads=2), _fake(other.shape[2], heads=2), layer_index=9)
+
+
+def test_shorter_prefills_take_finer_buckets(fresh_counts):
+    """Below CUDNN_SHORT_BELOW a bucket spans CUDNN_SHORT_BUCKET tokens (an image's 3,344 pads to 3,584,
+    not 4,096); lengths in different fine buckets do not share a plan, lengths in one bucket do."""
+    assert cudnn_bucket(3344) == CUDNN_SHORT_BUCKET < cudnn_bucket(CUDNN_SHORT_BELOW) == CUDNN_BUCKET
+    usable = attention._cudnn_prefill_usable
+    kv = _fake(3344, heads=2)
+    assert not usable(_fake(3344), kv, kv, layer_index=0)
+    other = _fake(3584 + 1)  # the next bucket of 256: a plan of its own
+    assert not usable(other, _fake(3585, heads=2), _fake(3585, heads=2), layer_index=0)
+    same = _fake(3584)  # the same bucket as 3,344
+    assert usable(same, _fake(3584, heads=2), _fake(3584, heads=2), layer_index=0)
 
 
 def test_cudnn_never_for_short_cpu_fp32_or_training_prefills(fresh_counts, monkeypatch):

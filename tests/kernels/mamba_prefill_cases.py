@@ -15,7 +15,7 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
 
-from backbone.kernels.mamba_prefill_triton import causal_conv_silu  # noqa: E402
+from backbone.kernels.mamba_prefill_triton import causal_conv_silu, discretize  # noqa: E402
 from tests.kernels.mamba_step_cases import MIXERS, clone, make_mixer, random_state, rel_err  # noqa: E402
 
 
@@ -57,6 +57,38 @@ def conv_cases(results: dict) -> None:
                     results[key] = err
 
 
+def time_step_cases(results: dict) -> None:
+    """The time-step kernel on a strided view of a packed input (raw steps from -30 to 30, across
+    softplus's threshold and into its tiny values), against the mixer's `discretize_dt`, mask and A;
+    both inputs in fp32 and bf16, with and without a limit and a mask, rows across the kernel's blocks."""
+    for name in ("base", "nobias_limit", "odd"):
+        mixer = make_mixer(**MIXERS[name])
+        heads = mixer.num_heads
+        for dtype in (torch.float32, torch.bfloat16):
+            for length in (3, 70):
+                for masked in (False, True):
+                    g = torch.Generator().manual_seed(length + heads)
+                    batch = 2
+                    packed = (torch.rand(batch, length, heads + 5, generator=g) * 60 - 30).to(dtype)
+                    dt_raw = packed[..., 2 : 2 + heads]
+                    mask = token_mask(batch, length).bool() if masked else None
+                    params = mixer.to(dtype)
+                    with torch.no_grad():
+                        dt, A = discretize(dt_raw, params.dt_bias, params.A_log, params.time_step_limit, mask)
+                        ref = params.discretize_dt(dt_raw)
+                        if masked:
+                            ref = ref * mask[..., None].float()
+                        ref_A = -torch.exp(params.A_log.float())
+                    key = f"dt/{name}/{str(dtype).split('.')[-1]}/L{length}/{'mask' if masked else 'nomask'}"
+                    results[key] = max(rel_err(dt, ref), rel_err(A, ref_A))
+                    results[key + "/layout"] = float(
+                        dt.dtype == A.dtype == torch.float32
+                        and dt.is_contiguous()
+                        and dt.shape == dt_raw.shape
+                    )
+                    mixer = mixer.float()
+
+
 def mixer_cases(results: dict) -> None:
     """The mixer's forward with its prefill kernels (the conv kernel and the gated-norm kernel; the scan
     has its own tests) against its reference forward: outputs and both states."""
@@ -88,6 +120,6 @@ def mixer_cases(results: dict) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out: dict[str, float] = {}
-    for run in (conv_cases, mixer_cases):
+    for run in (conv_cases, time_step_cases, mixer_cases):
         run(out)
     json.dump(out, sys.stdout)

@@ -127,6 +127,20 @@ def combine_cases() -> dict[str, float]:
         )
         assert out.dtype == dtype
         results[name] = rel_err(out, ref.to(dtype))
+    for name, dtype in (("combine_addend_fp32", torch.float32), ("combine_addend_bf16", torch.bfloat16)):
+        g = torch.Generator().manual_seed(4)
+        tokens, top_k, width = 5, 3, 300
+        rows = (torch.randn(tokens * top_k, width, generator=g) * 3).to(dtype)
+        order = torch.randperm(tokens * top_k, generator=g)
+        weights = torch.rand(tokens, top_k, generator=g)
+        addend = torch.randn(tokens, width, generator=g).to(dtype)
+        position = positions_of(order)
+        out = topk_combine_triton(rows, position, weights, addend)
+        routed = torch.zeros(tokens, width)
+        for j in range(top_k):  # the kernel's order: choice by choice, in fp32
+            routed = routed + rows[position.view(tokens, top_k)[:, j]].float() * weights[:, j, None]
+        ref = routed.to(dtype) + addend  # two rounded tensors added, as the MoE layer adds them
+        results[name] = float(out.dtype == dtype and torch.equal(out, ref))
     g = torch.Generator().manual_seed(9)
     x = torch.randn(6, 24, generator=g)
     up, down = torch.randn(5, 16, 24, generator=g), torch.randn(5, 24, 16, generator=g)

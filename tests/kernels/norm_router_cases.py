@@ -16,9 +16,17 @@ os.environ["TRITON_INTERPRET"] = "1"
 import torch  # noqa: E402
 from numerics import max_ulps, rel_err  # noqa: E402
 
+import backbone.kernels.norm_triton as norm_module  # noqa: E402
+import backbone.norms  # noqa: E402
 from backbone.config import HybridConfig  # noqa: E402
-from backbone.kernels.norm_triton import rms_norm_triton, rms_norm_usable  # noqa: E402
+from backbone.kernels.norm_triton import (  # noqa: E402
+    residual_rms_norm_triton,
+    residual_rms_norm_usable,
+    rms_norm_triton,
+    rms_norm_usable,
+)
 from backbone.kernels.router_triton import router_triton, router_usable  # noqa: E402
+from backbone.model import HybridLM  # noqa: E402
 from backbone.moe import TopKRouter  # noqa: E402
 from backbone.norms import RMSNorm  # noqa: E402
 
@@ -62,6 +70,90 @@ def norm_cases(results: dict) -> None:
         and not rms_norm_usable(torch.zeros(2, 1 << 14), torch.zeros(1 << 14))
         and not rms_norm_usable(torch.zeros(2, 8, dtype=torch.float64), torch.zeros(8))
     )
+
+
+def residual_cases(results: dict) -> None:
+    """The seam kernel against the separate add and `RMSNorm`: the sum exactly (bf16 rounded to nearest on
+    the bits, as the add rounds), the norm as `RMSNorm` of that sum; strided inputs and the limits."""
+    g = torch.Generator().manual_seed(1)
+    for name, shape in NORM_SHAPES.items():
+        for dtype in (torch.float32, torch.bfloat16):
+            norm = RMSNorm(shape[-1], eps=1e-5)
+            with torch.no_grad():
+                norm.weight.copy_(torch.randn(shape[-1], generator=g) * 0.5 + 1)
+            norm = norm.to(dtype)
+            x = (torch.randn(*shape, generator=g) * 3).to(dtype)
+            y = (torch.randn(*shape, generator=g) * 2).to(dtype)
+            with torch.no_grad():
+                ref_new = x + y
+                ref = norm(ref_new)
+            new, normed = residual_rms_norm_triton(x, y, norm.weight, norm.eps)
+            key = f"seam/{name}/{str(dtype).removeprefix('torch.')}"
+            results[key + "/sum_exact"] = float(torch.equal(new, ref_new))
+            results[key + "/norm_ulps"] = max_ulps(normed, ref)
+            results[key + "/norm"] = rel_err(normed, ref)
+            results[key + "/dtype_shape"] = float(
+                new.dtype == normed.dtype == dtype and new.shape == normed.shape == x.shape
+            )
+    norm = RMSNorm(24)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=g)
+        wide = torch.randn(4, 40, generator=g)
+        cols = torch.randn(24, 4, generator=g).t()
+        new, normed = residual_rms_norm_triton(wide[:, 8:32], cols, norm.weight, norm.eps)
+        results["seam/strided"] = max(
+            rel_err(new, wide[:, 8:32] + cols), rel_err(normed, norm(wide[:, 8:32] + cols))
+        )
+    results["seam/usable"] = float(
+        residual_rms_norm_usable(
+            torch.zeros(2, 8, dtype=torch.bfloat16), torch.zeros(2, 8, dtype=torch.bfloat16), torch.ones(8)
+        )
+        and not residual_rms_norm_usable(
+            torch.zeros(2, 8, dtype=torch.float16), torch.zeros(2, 8, dtype=torch.float16), torch.ones(8)
+        )
+        and not residual_rms_norm_usable(
+            torch.zeros(2, 8), torch.zeros(2, 8, dtype=torch.bfloat16), torch.ones(8)
+        )
+        and not residual_rms_norm_usable(torch.zeros(2, 8), torch.zeros(1, 8), torch.ones(8))
+    )
+
+
+def model_seam_cases(results: dict) -> None:
+    """A tiny hybrid model (Mamba-2, MoE, attention and MLP blocks) whose seams run on the kernel (the rest
+    of it on the reference path) against the same model without it: logits and final hidden states."""
+    torch.manual_seed(3)
+    config = HybridConfig(
+        layer_types="ME*-ME", vocab_size=64, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=8, intermediate_size=48, mamba_num_heads=8, mamba_head_dim=4, ssm_state_size=8, n_groups=2,
+        chunk_size=4, n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=16,
+        moe_shared_expert_intermediate_size=24,
+    )  # fmt: skip
+    model = HybridLM(config).eval()
+    with torch.no_grad():
+        for name, tensor in model.named_parameters():
+            if "norm" in name:
+                tensor.uniform_(0.5, 1.5)
+    ids = torch.randint(0, 64, (2, 9))
+    calls = []
+    with torch.no_grad():
+        ref = model(ids)
+        original = backbone.norms.fast_paths_enabled
+        kernel = residual_rms_norm_triton
+
+        def counted(*args):
+            calls.append(1)
+            return kernel(*args)
+
+        backbone.norms.fast_paths_enabled = lambda *tensors: True  # as on CUDA, for the norms only
+        norm_module.residual_rms_norm_triton = counted
+        try:
+            ours = model(ids)
+        finally:
+            backbone.norms.fast_paths_enabled = original
+            norm_module.residual_rms_norm_triton = kernel
+    results["seam/model/logits"] = rel_err(ours.logits, ref.logits)
+    results["seam/model/hidden"] = rel_err(ours.last_hidden_state, ref.last_hidden_state)
+    results["seam/model/seams"] = float(len(calls))
 
 
 ROUTER_SHAPES = {
@@ -156,6 +248,6 @@ def router_cases(results: dict) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out: dict[str, float] = {}
-    for run in (norm_cases, router_cases):
+    for run in (norm_cases, residual_cases, model_seam_cases, router_cases):
         run(out)
     json.dump(out, sys.stdout)

@@ -1,4 +1,4 @@
-"""GPU parity of the Triton RMSNorm and router with the reference path (OMNI_DISABLE_FAST_PATHS=1) at the
+"""GPU parity of the Triton RMSNorm, the residual seam (add + RMSNorm) and the router with the reference path (OMNI_DISABLE_FAST_PATHS=1) at the
 released model's sizes, their dispatch rules, and their capture in a CUDA graph. Skipped without CUDA."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from numerics import max_ulps, rel_err
 from backbone import HybridConfig
 from backbone.kernels import DISABLE_ENV
 from backbone.moe import TopKRouter
-from backbone.norms import RMSNorm
+from backbone.norms import RMSNorm, add_and_norm
 
 pytestmark = [
     pytest.mark.gpu,
@@ -42,6 +42,28 @@ def test_rms_norm_matches_reference(monkeypatch, dtype, width, rows):
     else:  # fp32 statistics summed in another order may move a rounding by one bf16 ulp
         assert max_ulps(fast, ref) <= 1.0
         assert (fast == ref).float().mean() >= 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3344])
+def test_residual_seam_is_the_add_then_the_norm(monkeypatch, dtype, rows):
+    """At the language model's width: the sum bit for bit as torch's add, and the norm bit for bit as the
+    Triton RMSNorm of that sum (the same reduction); against the reference path's norm as RMSNorm is."""
+    torch.manual_seed(1)
+    norm = _norm(2688, dtype)
+    x = (torch.randn(1, rows, 2688, device="cuda") * 4).to(dtype)
+    y = (torch.randn(1, rows, 2688, device="cuda") * 2).to(dtype)
+    with torch.no_grad():
+        new, normed = add_and_norm(x, y, norm)
+        assert torch.equal(new, x + y)
+        assert torch.equal(normed, norm(x + y))
+        monkeypatch.setenv(DISABLE_ENV, "1")
+        ref_new, ref = add_and_norm(x, y, norm)
+    assert torch.equal(new, ref_new) and normed.dtype == ref.dtype and normed.shape == ref.shape
+    if dtype == torch.float32:
+        assert rel_err(normed, ref) <= 1e-6
+    else:
+        assert max_ulps(normed, ref) <= 1.0
 
 
 def test_rms_norm_keeps_the_reference_when_grad_is_needed():

@@ -17,14 +17,15 @@ pytestmark = [
 ]
 
 
-def test_long_prefill_on_cudnn_from_the_second_call_matches_flash(monkeypatch):
+@pytest.mark.parametrize("length", [5000, 3344])  # buckets of 1,024 and of 256 tokens
+def test_long_prefill_on_cudnn_from_the_second_call_matches_flash(monkeypatch, length):
     config = HybridConfig(
         layer_types="*", hidden_size=512, num_attention_heads=8, num_key_value_heads=2, head_dim=128,
         vocab_size=64,
     )  # fmt: skip
     torch.manual_seed(0)
     layer = Attention(config, layer_index=0).cuda().bfloat16().eval()
-    hidden = torch.randn(1, 5000, 512, device="cuda").bfloat16()
+    hidden = torch.randn(1, length, 512, device="cuda").bfloat16()
     monkeypatch.setattr(attention, "_BUCKETS_SEEN", {})
     padded_calls = []
     real = attention.padded_causal_attention
@@ -35,7 +36,7 @@ def test_long_prefill_on_cudnn_from_the_second_call_matches_flash(monkeypatch):
         first = layer(hidden)
         assert padded_calls == []  # the first prefill of a bucket stays on flash
         second = layer(hidden)
-        assert padded_calls == [(1, 8, 5000, 128)]
+        assert padded_calls == [(1, 8, length, 128)]
         monkeypatch.setenv(DISABLE_ENV, "1")
         reference = layer(hidden)
     assert torch.equal(first, reference)

@@ -1,4 +1,4 @@
-"""The Mamba-2 prefill conv kernel, and the mixer's forward on its prefill kernels, against the mixer's
+"""The Mamba-2 prefill conv and time-step kernels, and the mixer's forward on its prefill kernels, against the mixer's
 PyTorch reference under Triton's CPU interpreter (tiny shapes, some not powers of two; lengths across the
 kernel's 32-position blocks and shorter than K - 1).
 
@@ -27,6 +27,18 @@ def test_conv_kernel_matches_the_mixers_conv(results, case, length):
         for start in ("fresh", "state"):
             key = f"conv/{case}/L{length}/{masked}/{start}"
             assert results[key] <= TOLERANCE, (key, results[key])
+
+
+@pytest.mark.parametrize("case", ["base", "nobias_limit", "odd"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_time_steps_match_the_mixers(results, case, dtype):
+    """dt = softplus(dt_raw + dt_bias), clamped and masked, and A = -exp(A_log), in fp32 from a strided view
+    (bf16 inputs are widened exactly, so both dtypes get the fp32 tolerance)."""
+    for length in (3, 70):
+        for masked in ("nomask", "mask"):
+            key = f"dt/{case}/{dtype}/L{length}/{masked}"
+            assert results[key] <= TOLERANCE, (key, results[key])
+            assert results[key + "/layout"] == 1.0
 
 
 @pytest.mark.parametrize("case", ["base", "nobias_limit", "odd", "k1"])

@@ -27,6 +27,13 @@ def test_topk_combine_matches_the_reference_fp32(results, case):
     assert results[case] <= 1e-5, (case, results[case])
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_topk_combine_adds_the_shared_expert_as_the_separate_add(results, dtype):
+    """With an addend the sum is rounded, the addend added and the result rounded again: the bits of the
+    rounded routed sum plus the addend as two tensors (rounded to nearest here, unlike a plain cast)."""
+    assert results[f"combine_addend_{dtype}"] == 1.0
+
+
 def test_topk_combine_bf16(results):
     assert results["combine_bf16"] <= 1e-2  # one bf16 rounding of the fp32 sum (truncated by the interpreter)
 

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("triton")
 
 NORM_SHAPES = ["one_row", "rows_odd", "wide"]
+SEAM_LAYERS = 6  # "ME*-ME": one seam after each block, the last one into norm_f
 ROUTER_SHAPES = ["tiny_k2", "tiny_k4_one", "odd", "groups_all_kept", "real"]
 
 
@@ -32,6 +33,33 @@ def test_rms_norm_bf16_within_one_ulp(results, shape):
     assert results[key + "/ulps"] <= 1.0, (key, results[key + "/ulps"])
     assert results[key + "/vs_fp32"] <= 2**-7
     assert results[key + "/dtype_shape"] == 1.0
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_residual_seam_matches_the_add_and_the_norm(results, shape, dtype):
+    """The residual sum bit for bit; its norm as `RMSNorm`'s (bf16: within the interpreter's truncation,
+    one ulp; on the GPU the GPU tests ask for bit equality)."""
+    key = f"seam/{shape}/{dtype}"
+    assert results[key + "/sum_exact"] == 1.0, key
+    if dtype == "float32":
+        assert results[key + "/norm"] <= 1e-6, (key, results[key + "/norm"])
+    else:
+        assert results[key + "/norm_ulps"] <= 1.0, (key, results[key + "/norm_ulps"])
+    assert results[key + "/dtype_shape"] == 1.0
+
+
+def test_residual_seam_strided_inputs_and_limits(results):
+    assert results["seam/strided"] <= 1e-6
+    assert results["seam/usable"] == 1.0
+
+
+def test_model_runs_its_seams_on_the_kernel(results):
+    """Every block's residual add and the norm after it went through the kernel, and the model's logits and
+    final hidden states are those of the separate add and norm."""
+    assert results["seam/model/seams"] == SEAM_LAYERS
+    assert results["seam/model/logits"] <= 1e-5, results["seam/model/logits"]
+    assert results["seam/model/hidden"] <= 1e-6, results["seam/model/hidden"]
 
 
 def test_rms_norm_strided_inputs_and_limits(results):
