@@ -158,30 +158,9 @@ def grouped_mm_usable(x: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> 
 
 _COMBINE_ROWS = 32768
 
-# What the routed experts add to their sum: a function returning [T, d], called once, as late as possible
-# (after the experts' matmuls are queued), so work started elsewhere for it has time to finish.
+# What the routed experts add to their sum (the shared expert's output): a function returning [T, d],
+# called once, after the experts' matmuls are queued.
 Addend = Callable[[], torch.Tensor]
-
-# Rows from which the shared expert runs on a side stream, beside the router and the dispatch (about 60 µs
-# of short dependent kernels a layer at 3,344 tokens on an H200, during which its matmuls find idle SMs).
-SIDE_STREAM_MIN_ROWS = 512
-_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
-
-
-def shared_on_side_stream(flat: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the shared expert of these rows runs on a side stream: CUDA, fast paths on (inference), at
-    least SIDE_STREAM_MIN_ROWS rows, and no CUDA graph being captured."""
-    return (
-        flat.shape[0] >= SIDE_STREAM_MIN_ROWS
-        and fast_paths_enabled(flat, weight)
-        and not torch.cuda.is_current_stream_capturing()
-    )
-
-
-def _side_stream(device: torch.device) -> torch.cuda.Stream:
-    if device not in _SIDE_STREAMS:
-        _SIDE_STREAMS[device] = torch.cuda.Stream(device=device)
-    return _SIDE_STREAMS[device]
 
 
 def experts_grouped(
@@ -339,12 +318,11 @@ class MoE(nn.Module):
         """hidden [..., d]; token_mask [...] (1 = real token) only decides which choices count as load.
 
         Without latent projections the shared expert's output is added where the routed experts' rows are
-        summed (one kernel on the fast paths); for long inputs on CUDA it is computed on a second stream
-        while the router and the dispatch, short dependent kernels, run (`shared_on_side_stream`)."""
+        summed (one kernel on the fast paths)."""
         shape = hidden.shape
         flat = hidden.reshape(-1, shape[-1])
         fused = self.shared_experts is not None and self.fc2_latent_proj is None
-        shared = self._shared_output(flat) if fused else None
+        shared = (lambda: self.shared_experts(flat)) if fused else None
         weights, indices = self.gate(flat)
         if self.gate.count_load and self.training:
             self.gate.record_load(indices, token_mask)
@@ -356,24 +334,6 @@ class MoE(nn.Module):
         if self.shared_experts is not None and not fused:
             out = out + self.shared_experts(hidden)
         return out
-
-    def _shared_output(self, flat: torch.Tensor) -> Addend:
-        """The shared expert's output on ``flat`` [T, d], as an `Addend`: started now on a side stream where
-        `shared_on_side_stream` allows, else computed when asked for."""
-        if not shared_on_side_stream(flat, self.shared_experts.up_proj.weight):
-            return lambda: self.shared_experts(flat)
-        current = torch.cuda.current_stream(flat.device)
-        side = _side_stream(flat.device)
-        side.wait_stream(current)
-        with torch.cuda.stream(side):
-            out = self.shared_experts(flat)
-
-        def joined() -> torch.Tensor:
-            current.wait_stream(side)
-            out.record_stream(current)  # allocated on the side stream, read on this one
-            return out
-
-        return joined
 
 
 class ExpertBiasBalancer:
