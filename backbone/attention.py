@@ -36,6 +36,8 @@ except ImportError:  # torch < 2.3
 # come after every real row and causal attention never lets a real row see them), and a layer takes cuDNN
 # only from the second prefill of a bucket on: a one-off length keeps the flash kernel, a service sees its
 # buckets recur. Below 2,048 tokens the flash kernel stays: the gain is a few microseconds a layer there.
+# Taking cuDNN from 2,048 rather than 4,096 tokens brought the image prefill (3,344 tokens, full depth)
+# from 0.061 to 0.059 s on an H200.
 CUDNN_MIN_LENGTH = 2048
 CUDNN_BUCKET = 1024
 CUDNN_SHORT_BUCKET = 256  # below CUDNN_SHORT_BELOW tokens, where padding to 1,024 would cost up to 50%
