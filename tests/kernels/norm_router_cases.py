@@ -37,15 +37,19 @@ NORM_SHAPES = {
 }
 
 
+def _norm_and_input(shape: tuple, dtype: torch.dtype, g: torch.Generator) -> tuple[RMSNorm, torch.Tensor]:
+    """An RMSNorm with a random weight in ``dtype`` (the weight follows the model dtype) and an input."""
+    norm = RMSNorm(shape[-1], eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(shape[-1], generator=g) * 0.5 + 1)
+    return norm.to(dtype), (torch.randn(*shape, generator=g) * 3).to(dtype)
+
+
 def norm_cases(results: dict) -> None:
     g = torch.Generator().manual_seed(0)
     for name, shape in NORM_SHAPES.items():
         for dtype in (torch.float32, torch.bfloat16):
-            norm = RMSNorm(shape[-1], eps=1e-5)
-            with torch.no_grad():
-                norm.weight.copy_(torch.randn(shape[-1], generator=g) * 0.5 + 1)
-            norm = norm.to(dtype)  # the weight follows the model dtype
-            x = (torch.randn(*shape, generator=g) * 3).to(dtype)
+            norm, x = _norm_and_input(shape, dtype, g)
             with torch.no_grad():
                 ref = norm(x)
                 exact = norm.weight.float() * x.float() * torch.rsqrt(x.float().pow(2).mean(-1, True) + 1e-5)
@@ -78,11 +82,7 @@ def residual_cases(results: dict) -> None:
     g = torch.Generator().manual_seed(1)
     for name, shape in NORM_SHAPES.items():
         for dtype in (torch.float32, torch.bfloat16):
-            norm = RMSNorm(shape[-1], eps=1e-5)
-            with torch.no_grad():
-                norm.weight.copy_(torch.randn(shape[-1], generator=g) * 0.5 + 1)
-            norm = norm.to(dtype)
-            x = (torch.randn(*shape, generator=g) * 3).to(dtype)
+            norm, x = _norm_and_input(shape, dtype, g)
             y = (torch.randn(*shape, generator=g) * 2).to(dtype)
             with torch.no_grad():
                 ref_new = x + y
