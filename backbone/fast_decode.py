@@ -90,7 +90,7 @@ def capture_safe_experts(model: torch.nn.Module) -> Iterator[None]:
 
             def forward(x, indices, weights, addend=None, module=module):  # noqa: ANN001, ANN202
                 out = experts_capture_safe(x, indices, weights, module.up_proj, module.down_proj)
-                return out + addend() if addend is not None else out
+                return out + addend if addend is not None else out
 
             module.forward = forward
             patched.append(module)

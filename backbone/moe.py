@@ -158,10 +158,6 @@ def grouped_mm_usable(x: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> 
 
 _COMBINE_ROWS = 32768
 
-# What the routed experts add to their sum (the shared expert's output): a function returning [T, d],
-# called once, after the experts' matmuls are queued.
-Addend = Callable[[], torch.Tensor]
-
 
 def experts_grouped(
     x: torch.Tensor,
@@ -170,12 +166,12 @@ def experts_grouped(
     up_proj: torch.Tensor,
     down_proj: torch.Tensor,
     use_grouped_mm: bool = False,
-    addend: Addend | None = None,
+    addend: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Routed experts over tokens sorted by expert: one matmul pair per expert segment (or one grouped call).
 
     x [T, in]; indices / weights [T, k]; up_proj [E, I, in]; down_proj [E, in, I]. Returns [T, in] in x's
-    dtype, accumulated in fp32, plus ``addend()`` where given (see `Addend`). With grouped matmuls on the
+    dtype, accumulated in fp32, plus ``addend`` [T, in] where given (the shared expert's output). With grouped matmuls on the
     fast paths, Triton kernels lay the rows out by expert and combine them (`moe_dispatch_triton`,
     `moe_combine_triton`, which also adds the addend): four launches around the two matmuls instead of
     about twenty.
@@ -185,7 +181,7 @@ def experts_grouped(
     if use_grouped_mm and fast_paths_enabled(x, up_proj, down_proj):
         routed, position, bounds = dispatch_rows(x, indices, num_experts)
         rows = grouped_expert_matmuls(routed, bounds, up_proj, down_proj)
-        return topk_combine(rows, position, weights, addend() if addend is not None else None)
+        return topk_combine(rows, position, weights, addend)
     flat = indices.reshape(-1)
     order = torch.argsort(flat, stable=True)
     token_of = order // top_k
@@ -205,7 +201,7 @@ def experts_grouped(
             start = stop
         out = torch.cat(pieces, dim=0)
     combined = combine_expert_rows(out, order, weights)
-    return combined + addend() if addend is not None else combined
+    return combined + addend if addend is not None else combined
 
 
 def grouped_expert_matmuls(
@@ -275,9 +271,13 @@ class RoutedExperts(nn.Module):
         self.backend = "auto"
 
     def forward(
-        self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, addend: Addend | None = None
+        self,
+        x: torch.Tensor,
+        indices: torch.Tensor,
+        weights: torch.Tensor,
+        addend: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The weighted top-k experts' sum for each row of x [T, in], plus ``addend()`` where given."""
+        """The weighted top-k experts' sum for each row of x [T, in], plus ``addend`` [T, in] where given."""
         if self.backend not in EXPERT_BACKENDS:
             raise ValueError(f"experts backend {self.backend!r} is not one of {EXPERT_BACKENDS}")
         if self.backend == "grouped_mm":
@@ -291,7 +291,7 @@ class RoutedExperts(nn.Module):
                 out = experts_gemv(x, indices, weights, self.up_proj, self.down_proj)
             else:
                 out = experts_grouped(x, indices, weights, self.up_proj, self.down_proj, False)
-            return out + addend() if addend is not None else out
+            return out + addend if addend is not None else out
         return experts_grouped(x, indices, weights, self.up_proj, self.down_proj, use_grouped, addend)
 
 
@@ -322,7 +322,7 @@ class MoE(nn.Module):
         shape = hidden.shape
         flat = hidden.reshape(-1, shape[-1])
         fused = self.shared_experts is not None and self.fc2_latent_proj is None
-        shared = (lambda: self.shared_experts(flat)) if fused else None
+        shared = self.shared_experts(flat) if fused else None
         weights, indices = self.gate(flat)
         if self.gate.count_load and self.training:
             self.gate.record_load(indices, token_mask)
