@@ -9,9 +9,14 @@ running sum of dt * A inside a chunk of length L (c_L its total):
 2. `_state_passing_kernel`, one program per (batch * head, block of state elements), serial over chunks:
    start_0 = initial (or 0), start_{k+1} = exp(c_L of chunk k) start_k + S_k, written over S_k in place;
    the state after the last chunk is the final state;
-3. `_chunk_output_kernel`, one program per (batch * head, block of rows of a chunk, block of head
+3. `_chunk_scores_kernel`, one program per (batch * group, chunk, block of rows): the scores C_i . B_j of
+   the chunk's lower triangle, fp32, once for all the heads of a group;
+4. `_chunk_output_kernel`, one program per (batch * head, block of rows of a chunk, block of head
    channels): y_i = sum_{j <= i} (C_i . B_j) exp(c_i - c_j) dt_j x_j + exp(c_i) C_i . start + D x_i,
-   taking the columns j in blocks up to the diagonal.
+   taking the columns j in blocks up to the diagonal and their scores from pass 3.
+
+Pass 3 is what sharing B and C across a group's heads buys: before it, every head and every channel
+block of the output pass formed the same scores again (16 times over at the released widths).
 
 Only pass 2 is serial in the chunks, and it moves one fp32 state per chunk with no matrix products, so
 the sequence length no longer sets the latency of the tensor-core work as it does in the one-pass kernel.
@@ -160,15 +165,63 @@ def _state_passing_kernel(
 
 
 @triton.jit
+def _scores_tile(scores_ptr, b, chunk_index, num_chunks, groups, g, rows, cols, CHUNK: tl.constexpr):
+    """Pointers to the [rows, cols] tile of one chunk's scores in `scores`, [b, chunks, g, CHUNK, CHUNK]
+    contiguous."""
+    base = ((b * num_chunks + chunk_index) * groups + g).to(tl.int64) * (CHUNK * CHUNK)
+    return scores_ptr + base + rows[:, None] * CHUNK + cols[None, :]
+
+
+@triton.jit
+def _chunk_scores_kernel(
+    B_ptr, C_ptr, scores_ptr,
+    length, num_chunks, groups, dstate,
+    sB_b, sB_l, sB_g, sB_n,
+    sC_b, sC_l, sC_g, sC_n,
+    CB_NATIVE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    # One program: rows [m, m + BLOCK_M) of a chunk against the columns up to the diagonal, in blocks of
+    # BLOCK_M, the output pass's own blocks; the blocks above the diagonal are never read and are left
+    # unwritten.
+    pid_bg = tl.program_id(0)
+    chunk_index = tl.program_id(1)
+    m = tl.program_id(2) * BLOCK_M
+    b = pid_bg // groups
+    g = pid_bg % groups
+    first = chunk_index * CHUNK
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < dstate
+    B_chunk = _row_ptr(B_ptr, b, first, g, sB_b, sB_l, sB_g)
+    C_chunk = _row_ptr(C_ptr, b, first, g, sC_b, sC_l, sC_g)
+    local_m = m + offs_m
+    Cm = load_tile(C_chunk, local_m, offs_n, sC_l, sC_n, first + local_m < length, mask_n)
+    k = 0
+    while k <= m:
+        local_k = k + offs_m
+        Bm = load_tile(B_chunk, local_k, offs_n, sB_l, sB_n, first + local_k < length, mask_n)
+        if CB_NATIVE:
+            # 16-bit B and C: their products are exact in fp32, as with TF32 on the widened values.
+            scores = tl.dot(Cm, tl.trans(Bm))
+        else:
+            scores = tl.dot(Cm.to(tl.float32), tl.trans(Bm.to(tl.float32)), input_precision=PRECISION)
+        tl.store(
+            _scores_tile(scores_ptr, b, chunk_index, num_chunks, groups, g, local_m, local_k, CHUNK), scores
+        )
+        k += BLOCK_M
+
+
+@triton.jit
 def _chunk_output_kernel(
-    x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, states_ptr, cum_ptr, y_ptr,
+    x_ptr, dt_ptr, B_ptr, C_ptr, D_ptr, states_ptr, cum_ptr, scores_ptr, y_ptr,
     length, num_chunks, heads, heads_per_group, head_dim, dstate,
     sx_b, sx_l, sx_h, sx_p,
     sdt_b, sdt_l, sdt_h,
     sB_b, sB_l, sB_g, sB_n,
     sC_b, sC_l, sC_g, sC_n,
     sy_b, sy_l, sy_h, sy_p,
-    HAS_D: tl.constexpr, CB_NATIVE: tl.constexpr,
+    HAS_D: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
@@ -199,17 +252,16 @@ def _chunk_output_kernel(
     # The chunk's start state: exp(c_i) C_i . start.
     y = tl.dot(Cm.to(tl.float32), tl.trans(start), input_precision=PRECISION) * tl.exp(cum_m)[:, None]
 
+    groups = heads // heads_per_group
     k = 0
-    # A while loop (rather than range over a runtime bound) also runs under TRITON_INTERPRET with numpy 2.
+    # A while loop (rather than range over a runtime bound) also runs under TRITON_INTERPRET with numpy 2;
+    # on the GPU it also beat the software-pipelined `for` (the loop has one or two turns).
     while k <= m:
         local_k = k + offs_m
         mask_k = first + local_k < length
-        Bm = load_tile(B_chunk, local_k, offs_n, sB_l, sB_n, mask_k, mask_n)
-        if CB_NATIVE:
-            # 16-bit B and C: their products are exact in fp32, as with TF32 on the widened values.
-            scores = tl.dot(Cm, tl.trans(Bm))
-        else:
-            scores = tl.dot(Cm.to(tl.float32), tl.trans(Bm.to(tl.float32)), input_precision=PRECISION)
+        scores = tl.load(
+            _scores_tile(scores_ptr, b, chunk_index, num_chunks, groups, g, local_m, local_k, CHUNK)
+        )
         dt = tl.load(dt_chunk + local_k * sdt_l, mask=mask_k, other=0.0).to(tl.float32)
         cum_k = tl.load(cum_chunk + local_k)
         # exp of a masked difference: above the diagonal it would overflow, so it is zeroed before exp.
@@ -238,6 +290,7 @@ def ssd_chunked_parallel_triton(
     block_p: int | None = None,
     state_block: int = 256,
     num_warps: int | None = None,
+    output_block_p: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked SSD scan in three passes, parallel over chunks. x [b, L, h, p], dt [b, L, h], A [h],
     B and C [b, L, g, n], D [h], initial_state [b, h, p, n]; inputs may be strided views. Returns
@@ -245,9 +298,10 @@ def ssd_chunked_parallel_triton(
 
     Tile choices (the result does not depend on them beyond rounding): `chunk`, a power of two >= 16;
     `block`, the rows of a chunk one matrix product takes (a power of two >= 16 dividing `chunk`);
-    `block_p`, head channels per program; `state_block`, state elements per program of the serial pass;
-    `num_warps`, of the two chunk-parallel passes. fp32 inputs use exact fp32 products, lower-precision
-    ones TF32 (exact for bf16 operands). Scratch: one fp32 state [p, n] per (batch, chunk, head).
+    `block_p`, head channels per program of pass 1; `output_block_p`, of the output pass; `state_block`,
+    state elements per program of the serial pass; `num_warps`, of the chunk-parallel passes. fp32 inputs use exact fp32 products, lower-precision
+    ones TF32 (exact for bf16 operands). Scratch: one fp32 state [p, n] per (batch, chunk, head) and one
+    fp32 [chunk, chunk] block of scores per (batch, chunk, group).
     """
     batch, length, heads, head_dim = x.shape
     groups, dstate = B.shape[2], B.shape[3]
@@ -256,12 +310,16 @@ def ssd_chunked_parallel_triton(
     exact = x.dtype == torch.float32
     precision = dot_precision(x)
     # Exact fp32 products run on CUDA cores and hold their operands in registers: smaller tiles keep
-    # them from spilling. For bf16 on an H200 (p 64, n 128, 16,144 tokens) 64 rows x 32 channels took
-    # 1.21 ms, 64 x 64 1.30 ms, 128 x 64 with 8 warps 1.33 ms.
+    # them from spilling. For bf16 on an H200 (p 64, n 128, 16,144 tokens), the whole scan with its
+    # scores formed in the output pass: 64 rows x 32 channels took 1.21 ms, 64 x 64 1.30 ms, 128 x 64
+    # with 8 warps 1.33 ms. With the scores read from pass 3, the output pass does best over all 64
+    # channels: 1.09 ms for the scan, against 1.46 ms with 32 (pass 1 keeps 32: 1.39 ms with 64).
     if block is None:
         block = min(chunk, 32 if exact else 64)
     if block_p is None:
         block_p = min(block_size(head_dim), 32)
+    if output_block_p is None:
+        output_block_p = min(block_size(head_dim), 32 if exact else 64)
     if num_warps is None:
         num_warps = 8 if exact else 4
     block_n = block_size(dstate)
@@ -276,8 +334,7 @@ def ssd_chunked_parallel_triton(
     cum = torch.empty(batch, heads, num_chunks * chunk, dtype=torch.float32, device=device)
     totals = torch.empty(batch, heads, num_chunks, dtype=torch.float32, device=device)
 
-    p_blocks = triton.cdiv(head_dim, block_p)
-    _chunk_state_kernel[(batch * heads, num_chunks, p_blocks)](
+    _chunk_state_kernel[(batch * heads, num_chunks, triton.cdiv(head_dim, block_p))](
         x, dt, A, B, states, cum, totals,
         length, num_chunks, heads, heads // groups, head_dim, dstate,
         *x.stride(), *dt.stride(), *B.stride(),
@@ -295,12 +352,20 @@ def ssd_chunked_parallel_triton(
     # 16-bit B and C multiply on tensor cores as they are; Triton's CPU interpreter widens them first,
     # as its 16-bit dot is not exact.
     cb_native = B.dtype == C.dtype and B.dtype in (torch.bfloat16, torch.float16) and B.is_cuda
-    _chunk_output_kernel[(batch * heads, num_chunks * (chunk // block), p_blocks)](
-        x, dt, B, C, D if D is not None else A, states, cum, y,
+    scores = torch.empty(batch, num_chunks, groups, chunk, chunk, dtype=torch.float32, device=device)
+    _chunk_scores_kernel[(batch * groups, num_chunks, chunk // block)](
+        B, C, scores,
+        length, num_chunks, groups, dstate,
+        *B.stride(), *C.stride(),
+        CB_NATIVE=cb_native, CHUNK=chunk, BLOCK_M=block, BLOCK_N=block_n, PRECISION=precision,
+        num_warps=num_warps,
+    )  # fmt: skip
+    _chunk_output_kernel[(batch * heads, num_chunks * (chunk // block), triton.cdiv(head_dim, output_block_p))](
+        x, dt, B, C, D if D is not None else A, states, cum, scores, y,
         length, num_chunks, heads, heads // groups, head_dim, dstate,
         *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *y.stride(),
-        HAS_D=D is not None, CB_NATIVE=cb_native,
-        CHUNK=chunk, BLOCK_M=block, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=precision,
+        HAS_D=D is not None,
+        CHUNK=chunk, BLOCK_M=block, BLOCK_P=output_block_p, BLOCK_N=block_n, PRECISION=precision,
         num_warps=num_warps,
     )  # fmt: skip
     return y, final

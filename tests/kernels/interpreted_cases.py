@@ -101,7 +101,7 @@ def parallel_cases(results: dict) -> None:
     # Several row blocks per chunk (the diagonal skip), two channel blocks, masked channels and state.
     x, dt, A, B, C, D, state = inputs(batch=1, length=45, heads=2, head_dim=20, groups=1, dstate=12, seed=8)
     y, final = ssd_chunked_parallel_triton(
-        x, dt, A, B, C, D, state, chunk=32, block=16, block_p=16, state_block=64
+        x, dt, A, B, C, D, state, chunk=32, block=16, block_p=16, state_block=64, output_block_p=16
     )
     y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 8, D, initial_state=state)
     results["parallel/tiles"] = max(rel_err(y, y_ref), rel_err(final, final_ref))
