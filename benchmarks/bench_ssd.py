@@ -3,8 +3,8 @@
 Shape of the language model: batch 1, 64 heads, head_dim 64, 8 groups, d_state 128; bf16 x/B/C, fp32 dt
 and A. Prints, per length, the median time of each path (CUDA events, after a warm-up), the speed-up
 and each path's max relative error against `backbone.ssd.ssd_chunked` (chunk 128, fp32). Then (unless
---quick) a per-kernel breakdown of the parallel path, a sweep of its tile choices at the longest length,
-and short lengths around the automatic path-selection threshold.
+--quick) a per-kernel breakdown of the parallel path at each length, a sweep of its tile choices at the
+longest length, and short lengths around the automatic path-selection threshold.
 
 Usage: python benchmarks/bench_ssd.py [--lengths 3344 7517 16144] [--reps 20] [--quick]
 """
@@ -104,37 +104,39 @@ def breakdown(length: int) -> None:
 def sweep(length: int, reps: int) -> None:
     x, dt, A, B, C, D = make_inputs(length)
     ref = ssd_chunked(x, dt, A, B, C, 128, D)
-    print(f"\ntile sweep of the parallel path at L={length} (chunk, block, block_p, num_warps, state_block):")
+    print(
+        f"\ntile sweep of the parallel path at L={length} (chunk, block, channels per program of pass 1 and of "
+        "the output pass, num_warps, state_block):"
+    )
     configs = [
-        (128, 64, 64, 4, 256),
-        (128, 64, 64, 8, 256),
-        (128, 64, 32, 4, 256),
-        (128, 32, 64, 4, 256),
-        (128, 128, 64, 8, 256),
-        (128, 64, 64, 4, 512),
-        (128, 64, 64, 4, 128),
-        (64, 64, 64, 4, 256),
-        (256, 64, 64, 4, 256),
-        (256, 64, 64, 8, 256),
-        (256, 128, 64, 8, 256),
+        (128, 64, 32, 64, 4, 256),
+        (128, 64, 32, 32, 4, 256),
+        (128, 64, 64, 64, 4, 256),
+        (128, 64, 32, 64, 8, 256),
+        (128, 32, 32, 64, 4, 256),
+        (128, 128, 32, 64, 8, 256),
+        (128, 64, 32, 64, 4, 512),
+        (128, 64, 32, 64, 4, 128),
+        (64, 64, 32, 64, 4, 256),
+        (256, 64, 32, 64, 4, 256),
+        (256, 128, 32, 64, 8, 256),
     ]
-    for chunk, block, block_p, warps, state_block in configs:
+    for config in configs:
+        chunk, block, block_p, output_block_p, warps, state_block = config
 
-        def run(chunk=chunk, block=block, block_p=block_p, warps=warps, state_block=state_block):
+        def run(chunk=chunk, block=block, block_p=block_p, out_p=output_block_p, warps=warps, sb=state_block):
             return ssd_chunked_parallel_triton(
-                x, dt, A, B, C, D, None, chunk, block, block_p, state_block=state_block, num_warps=warps
-            )
+                x, dt, A, B, C, D, None, chunk, block, block_p, state_block=sb, num_warps=warps,
+                output_block_p=out_p,
+            )  # fmt: skip
 
+        label = " ".join(f"{value:>4}" for value in config)
         try:
             ms = time_ms(run, reps)
             err = worst_err(run(), ref)
-            print(
-                f"  {chunk:>4} {block:>4} {block_p:>4} {warps:>2} {state_block:>4}: {ms:8.3f} ms  err {err:.2e}"
-            )
+            print(f"  {label}: {ms:8.3f} ms  err {err:.2e}")
         except Exception as exc:  # a tile that does not fit (shared memory) is reported, not fatal
-            print(
-                f"  {chunk:>4} {block:>4} {block_p:>4} {warps:>2} {state_block:>4}: failed ({type(exc).__name__})"
-            )
+            print(f"  {label}: failed ({type(exc).__name__})")
 
 
 def short_lengths(reps: int) -> None:
@@ -160,10 +162,11 @@ def main() -> None:
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     main_table(args.lengths, args.reps)
     if not args.quick:
-        try:
-            breakdown(max(args.lengths))
-        except Exception as exc:  # the profiler is a convenience
-            print(f"(no per-kernel breakdown: {type(exc).__name__}: {exc})")
+        for length in args.lengths:
+            try:
+                breakdown(length)
+            except Exception as exc:  # the profiler is a convenience
+                print(f"(no per-kernel breakdown: {type(exc).__name__}: {exc})")
         sweep(max(args.lengths), args.reps)
         short_lengths(args.reps)
 
