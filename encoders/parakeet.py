@@ -25,6 +25,7 @@ from encoders.errors import EncoderInputError
 from encoders.mel import LogMelFrontEnd
 from encoders.parakeet_attention import ClipLayout, padded_distances, relative_position_embedding
 from encoders.parakeet_config import ParakeetConfig
+from encoders.parakeet_graphs import LayerGraphs
 from encoders.parakeet_layers import ConformerBlock, ConvSubsampling
 
 
@@ -37,6 +38,7 @@ class FastConformerEncoder(nn.Module):
         self.input_scale = config.hidden_size**0.5 if config.scale_input else 1.0
         self.subsampling = ConvSubsampling(config)
         self.layers = nn.ModuleList([ConformerBlock(config) for _ in range(config.num_hidden_layers)])
+        self.layer_graphs = LayerGraphs(self.layers)
 
     def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
         """Encoder outputs computed from ``frame_lengths`` mel frames."""
@@ -67,16 +69,22 @@ class FastConformerEncoder(nn.Module):
             length=length,
         )
         if len(self.layers) and self.layers[0].fused_usable(x):
-            halves = torch.full((width,), 0.5, dtype=x.dtype, device=x.device)
-            scales = (halves, halves + halves)
-            for layer in self.layers:
-                x = layer.forward_fused(x, positions, clips, scales)
+            replayed = self.layer_graphs.run(self._fused_layers, x, positions, clips)
+            x = replayed if replayed is not None else self._fused_layers(x, positions, clips)
         else:
             for layer in self.layers:
                 x = layer(x, positions, clips)
         steps = torch.arange(length, device=x.device)
         kept = steps[None, :] < keep.clamp(max=length)[:, None]
         return x, kept
+
+    def _fused_layers(self, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout) -> torch.Tensor:
+        """Every layer's `ConformerBlock.forward_fused`: the runs `layer_graphs` captures."""
+        halves = torch.full((x.shape[-1],), 0.5, dtype=x.dtype, device=x.device)
+        scales = (halves, halves + halves)
+        for layer in self.layers:
+            x = layer.forward_fused(x, positions, clips, scales)
+        return x
 
 
 class ParakeetSoundEncoder(nn.Module):

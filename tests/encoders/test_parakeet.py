@@ -256,3 +256,23 @@ def test_bad_input_raises_typed_errors(ours):
         ours.encode_waveforms([torch.randn(100), torch.zeros(0)], LogMelFrontEnd(n_mels=N_MELS))
     with pytest.raises(ValueError, match="mel bins"):
         ours.encode_waveforms([torch.randn(100)], LogMelFrontEnd(n_mels=80))
+
+
+def test_copies_start_without_graphs_on_their_own_layers():
+    """A copy (or a pickle) of the encoder must not share the CUDA graphs of the original: they replay
+    on the original's memory. On the CPU nothing is captured; the layers run as modules."""
+    import copy
+    import threading
+
+    encoder = ParakeetSoundEncoder(ParakeetConfig.from_dict(AUDIO_CONFIG)).eval()
+    features = torch.randn(2, 40, N_MELS)
+    with torch.no_grad():
+        first, second = encoder(features), encoder(features)
+    assert torch.equal(first[0], second[0]) and not encoder.encoder.layer_graphs.graphs
+    # a stand-in for a captured graph, which cannot be copied either
+    encoder.encoder.layer_graphs.graphs[("captured",)] = threading.Lock()
+    clone = copy.deepcopy(encoder)
+    graphs = clone.encoder.layer_graphs
+    assert graphs is not encoder.encoder.layer_graphs and not graphs.graphs
+    assert graphs._layers[0] is clone.encoder.layers
+    assert not graphs.usable(features)  # CPU tensors
