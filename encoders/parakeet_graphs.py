@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ class LayerGraphs:
         self._seen: set[tuple] = set()
         self._failed: set[tuple] = set()
         self._weights: tuple = ()
+        # one caller at a time fills the static inputs and replays (a demo may serve requests in threads)
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         # copies and pickles start without graphs: a graph belongs to the memory it was captured on
@@ -83,6 +86,12 @@ class LayerGraphs:
         capture, or `usable` false."""
         if not self.usable(x):
             return None
+        with self._lock:
+            return self._run_locked(stack, x, positions, clips)
+
+    def _run_locked(
+        self, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout
+    ) -> torch.Tensor | None:
         weights = self._weights_signature()
         if weights != self._weights:  # new or changed weights: every graph reads stale memory
             self.graphs.clear()
