@@ -1,4 +1,4 @@
-"""Triton kernels of the Mamba-2 SSD prefill scan, parallel over chunks (three passes).
+"""Triton kernels of the Mamba-2 SSD prefill scan, parallel over chunks (four passes).
 
 Same contract as `backbone.ssd.ssd_chunked` and `ssd_triton.ssd_chunked_triton`: inputs already
 discretised, padded positions carrying dt = 0 and x = 0, state and accumulations in fp32. With c the
@@ -234,7 +234,7 @@ def _chunk_output_kernel(
         pid_bh, tl.program_id(2), heads, heads_per_group, head_dim, dstate, BLOCK_P, BLOCK_N
     )
     offs_m = tl.arange(0, BLOCK_M)
-    first, x_chunk, dt_chunk, B_chunk, cum_chunk = _chunk_ptrs(
+    first, x_chunk, dt_chunk, _, cum_chunk = _chunk_ptrs(  # B: its scores come from pass 3
         x_ptr, dt_ptr, B_ptr, cum_ptr, pid_bh, b, h, g, chunk_index, num_chunks,
         sx_b, sx_l, sx_h, sdt_b, sdt_l, sdt_h, sB_b, sB_l, sB_g, CHUNK,
     )  # fmt: skip
@@ -292,15 +292,15 @@ def ssd_chunked_parallel_triton(
     num_warps: int | None = None,
     output_block_p: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked SSD scan in three passes, parallel over chunks. x [b, L, h, p], dt [b, L, h], A [h],
+    """Chunked SSD scan in four passes, parallel over chunks. x [b, L, h, p], dt [b, L, h], A [h],
     B and C [b, L, g, n], D [h], initial_state [b, h, p, n]; inputs may be strided views. Returns
     y [b, L, h, p] and the final state [b, h, p, n], both fp32.
 
     Tile choices (the result does not depend on them beyond rounding): `chunk`, a power of two >= 16;
     `block`, the rows of a chunk one matrix product takes (a power of two >= 16 dividing `chunk`);
     `block_p`, head channels per program of pass 1; `output_block_p`, of the output pass; `state_block`,
-    state elements per program of the serial pass; `num_warps`, of the chunk-parallel passes. fp32 inputs use exact fp32 products, lower-precision
-    ones TF32 (exact for bf16 operands). Scratch: one fp32 state [p, n] per (batch, chunk, head) and one
+    state elements per program of the serial pass; `num_warps`, of the chunk-parallel passes. fp32
+    inputs use exact fp32 products, lower-precision ones TF32 (exact for bf16 operands). Scratch: one fp32 state [p, n] per (batch, chunk, head) and one
     fp32 [chunk, chunk] block of scores per (batch, chunk, group).
     """
     batch, length, heads, head_dim = x.shape
@@ -312,8 +312,9 @@ def ssd_chunked_parallel_triton(
     # Exact fp32 products run on CUDA cores and hold their operands in registers: smaller tiles keep
     # them from spilling. For bf16 on an H200 (p 64, n 128, 16,144 tokens), the whole scan with its
     # scores formed in the output pass: 64 rows x 32 channels took 1.21 ms, 64 x 64 1.30 ms, 128 x 64
-    # with 8 warps 1.33 ms. With the scores read from pass 3, the output pass does best over all 64
-    # channels: 1.09 ms for the scan, against 1.46 ms with 32 (pass 1 keeps 32: 1.39 ms with 64).
+    # with 8 warps 1.33 ms. With the scores read from pass 3 (`benchmarks/bench_ssd.py`'s sweep), 32
+    # channels in pass 1 and all 64 in the output pass took 1.04 ms; 32 in the output pass 1.17 ms, 64 in
+    # pass 1 1.26 ms.
     if block is None:
         block = min(chunk, 32 if exact else 64)
     if block_p is None:

@@ -16,7 +16,7 @@ with c the running sum of dt * A inside the chunk, then carries the state to the
 Rows past the sequence end are loaded as x = 0, dt = 0, so they change nothing.
 
 The serial chunk walk leaves the GPU mostly idle when batch * heads is small, so `ssd_chunked_triton`
-hands sequences of several chunks to the three-pass kernels of `ssd_parallel_triton`, which work on all
+hands sequences of several chunks to the chunk-parallel kernels of `ssd_parallel_triton`, which work on all
 chunks at once and carry the state between chunks in a separate light pass.
 """
 
@@ -142,7 +142,7 @@ def _ssd_step_kernel(
 
 
 def uses_parallel_path(length: int, chunk: int | None = None) -> bool:
-    """Whether `ssd_chunked_triton` runs a sequence of this length on the parallel (three-pass) kernels."""
+    """Whether `ssd_chunked_triton` runs a sequence of this length on the parallel (chunk-parallel) kernels."""
     return triton.cdiv(length, chunk or PARALLEL_CHUNK) >= PARALLEL_MIN_CHUNKS
 
 
@@ -163,7 +163,7 @@ def ssd_chunked_triton(
 
     `chunk` is the kernels' own tile length (the result does not depend on it); fp32 inputs use exact
     fp32 products, lower-precision inputs TF32 tensor cores (exact for bf16 operands). `parallel` forces
-    the three-pass kernels (True) or the one-pass kernel (False); None picks by `uses_parallel_path`.
+    the chunk-parallel kernels (True) or the one-pass kernel (False); None picks by `uses_parallel_path`.
     """
     batch, length, heads, head_dim = x.shape
     groups, dstate = B.shape[2], B.shape[3]

@@ -87,7 +87,7 @@ def padding_case(results: dict) -> None:
 
 
 def parallel_cases(results: dict) -> None:
-    """The three-pass path, forced: against the reference and against the one-pass kernel."""
+    """The chunk-parallel path, forced: against the reference and against the one-pass kernel."""
     # batch 2, two heads per group, 37 = 2 chunks of 16 and a partial one
     x, dt, A, B, C, D, state = inputs(batch=2, length=37, heads=4, head_dim=4, groups=2, dstate=8, seed=7)
     for d, initial, key in ((None, None, "parallel/noD/zero"), (D, state, "parallel/D/state")):
@@ -136,7 +136,7 @@ def parallel_cases(results: dict) -> None:
 
 
 def selection_cases(results: dict) -> None:
-    """Without `parallel`, sequences of `PARALLEL_MIN_CHUNKS` chunks or more take the three-pass path,
+    """Without `parallel`, sequences of `PARALLEL_MIN_CHUNKS` chunks or more take the chunk-parallel path,
     shorter ones the one-pass kernel."""
     boundary = 16 * (PARALLEL_MIN_CHUNKS - 1)  # the longest length that stays on the one-pass kernel
     x, dt, A, B, C, D, _ = inputs(

@@ -56,8 +56,8 @@ def test_chunked_kernel_bf16_inputs():
 
 @pytest.mark.parametrize("with_state", [False, True])
 def test_parallel_chunked_kernel_bf16(with_state):
-    """The three-pass path at a realistic shape (32 chunks of 128, the last partial) against the reference
-    and the one-pass kernel; without `parallel` this length takes the three-pass path."""
+    """The chunk-parallel path at a realistic shape (32 chunks of 128, the last partial) against the reference
+    and the one-pass kernel; without `parallel` this length takes the chunk-parallel path."""
     from backbone.kernels.ssd_triton import ssd_chunked_triton, uses_parallel_path
 
     x, dt, A, B, C, D, state = _inputs(1, 4000, 8, 64, 2, 128, dtype=torch.bfloat16)
@@ -74,7 +74,7 @@ def test_parallel_chunked_kernel_bf16(with_state):
 
 
 def test_parallel_chunked_kernel_fp32_strided():
-    """fp32 (exact products) on the three-pass path: batch 2, strided views as the mixer passes them."""
+    """fp32 (exact products) on the chunk-parallel path: batch 2, strided views as the mixer passes them."""
     from backbone.kernels.ssd_triton import ssd_chunked_triton
 
     x, dt, A, B, C, D, state = _inputs(2, 1111, 8, 64, 2, 128)

@@ -49,7 +49,7 @@ def test_step_kernel_rejects_a_low_precision_state(results):
 @pytest.mark.parametrize("case", ["noD/zero", "D/state"])
 def test_parallel_scan_matches_reference_and_one_pass(results, case):
     """Batch 2, two heads per group, a length that is not a multiple of the chunk; with and without D
-    and the initial state. The three-pass path agrees with the reference and with the one-pass kernel."""
+    and the initial state. The chunk-parallel path agrees with the reference and with the one-pass kernel."""
     key = f"parallel/{case}"
     assert results[key] <= TOLERANCE, (key, results[key])
     assert results[key + "/one_pass"] <= TOLERANCE, (key, results[key + "/one_pass"])
@@ -69,7 +69,7 @@ def test_parallel_scan_left_padding(results):
 
 @pytest.mark.parametrize("name", ["below", "at"])
 def test_path_selection(results, name):
-    """One token short of the chunk count stays on the one-pass kernel; at it, the three-pass path runs
+    """One token short of the chunk count stays on the one-pass kernel; at it, the chunk-parallel path runs
     (the two differ in rounding, so which one ran shows)."""
     assert results[f"select/{name}/parallel"] == float(name == "at")
     assert results[f"select/{name}/same"] == 1.0
