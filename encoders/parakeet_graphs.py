@@ -10,8 +10,9 @@ shapes that recur: a service sees the same clip batches again (a clip is 30 s, s
 width), a one-off shape costs no capture. The graph reads its inputs from buffers of its own, which each
 call fills. Graphs are dropped when a weight of the layers is replaced or changed in place (the
 captured kernels point at the old memory, and folded operands were made from the old values), and
-when more than `MAX_GRAPHS` shapes were captured (the oldest goes). ``OMNI_DISABLE_CUDA_GRAPHS=1``
-keeps the layers eager, as it does decoding.
+when more than `MAX_GRAPHS` shapes were captured (the oldest goes). Each cached graph keeps the memory
+of one run of the layers at its shape reserved. ``OMNI_DISABLE_CUDA_GRAPHS=1`` keeps the layers eager,
+as it does decoding.
 """
 
 from __future__ import annotations
