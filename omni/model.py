@@ -240,7 +240,9 @@ class OmniModel(nn.Module):
             embeds = _scatter(embeds, rows[VIDEO_TYPE], flat, "video")
             rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
             if rate > 0:
-                video_keep = torch.cat([evs_keep_mask(v.float(), rate).reshape(-1) for v in videos])
+                # scored in the embeddings' dtype, as the released code scores them: in bf16 the scores
+                # crowd into few values, and fp32 scores would order those ties otherwise
+                video_keep = torch.cat([evs_keep_mask(v, rate).reshape(-1) for v in videos])
                 keep = torch.ones_like(input_ids, dtype=torch.bool)
                 keep.view(-1)[rows[VIDEO_TYPE]] = video_keep.to(keep.device)
 

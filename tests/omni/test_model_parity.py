@@ -126,3 +126,35 @@ def test_mixed_image_audio_batch_equals_each_alone(model, processor, make):
         alone = model(**single).logits
         n = alone.shape[1]
         assert make.rel(out.logits[row, -n:], alone[0]) <= 1e-4
+
+
+@torch.no_grad()
+def test_evs_in_bf16_keeps_the_tokens_the_released_rule_keeps(reference_dir, processor):
+    """A bf16 model scores EVS in bf16, as the released code does: it keeps exactly the tokens
+    transformers' `compute_retention_mask` keeps on the same embeddings. Scores taken in fp32 order the
+    many near-ties of bf16 embeddings otherwise and keep other tokens."""
+    import numpy as np
+    from transformers.models.nemotron_h_omni.modeling_nemotron_h_omni import compute_retention_mask
+
+    from omni import OmniModel
+
+    model = OmniModel.from_pretrained(reference_dir, dtype=torch.bfloat16)
+    # every frame new noise: every token changes, and their scores crowd into a few bf16 steps
+    clip = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (16, 3, 160, 160), dtype=np.uint8))
+    inputs = processor(text="<video> What changes?", videos=[clip], return_tensors="pt")
+    rate = 0.5
+    (video,) = model.video_embeddings(
+        inputs["pixel_values_videos"], inputs["video_frame_counts"], inputs["video_grid_thw"]
+    )
+    tubelets, rows, cols, width = video.shape
+    mask = compute_retention_mask(
+        video_embeds=video.reshape(-1, width), thw=(tubelets, rows, cols), spatial_merge_size=1, q=rate
+    )
+    ids = inputs["input_ids"]
+    placeholders = inputs["mm_token_type_ids"] == 2
+    expected = model.get_input_embeddings()(ids)
+    expected[placeholders] = video.reshape(-1, width)
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    keep[placeholders] = mask
+    ours = model.embed_inputs(**inputs, video_pruning_rate=rate).inputs_embeds
+    assert torch.equal(ours, expected[keep][None])
