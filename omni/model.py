@@ -23,7 +23,7 @@ from encoders.transfer import range_rows
 from omni.config import OmniConfig
 from omni.errors import InputError, raises_input_error
 from omni.projector import SoundProjection, vision_projector
-from tokenreduce import evs_keep_mask, pixel_shuffle, pixel_shuffle_packed
+from tokenreduce import evs_keep_mask, evs_retained_count, pixel_shuffle, pixel_shuffle_packed
 
 TEXT_TYPE, IMAGE_TYPE, VIDEO_TYPE, AUDIO_TYPE = 0, 1, 2, 3
 IGNORE_INDEX = -100
@@ -226,6 +226,12 @@ class OmniModel(nn.Module):
         # every modality's placeholder rows, found before any encoder runs (see `_rows_of`)
         given = {IMAGE_TYPE: pixel_values, VIDEO_TYPE: pixel_values_videos, AUDIO_TYPE: input_features}
         rows = {kind: _rows_of(types, kind) for kind, inputs in given.items() if inputs is not None}
+        rate = 0.0
+        if pixel_values_videos is not None:
+            rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
+        # what each row holds, read back now while the GPU queue is short: EVS's compaction then counts
+        # the rows it keeps on the host, and the host queues the language model while the ViT runs
+        row_counts = _row_counts(types, attention_mask) if rate > 0 else None
 
         if pixel_values is not None:
             if image_grid_hw is None:
@@ -233,18 +239,18 @@ class OmniModel(nn.Module):
             images = torch.cat(self.image_embeddings(pixel_values, image_grid_hw))
             embeds = _scatter(embeds, rows[IMAGE_TYPE], images, "image")
 
-        keep = None
+        keep, lengths = None, None
         if pixel_values_videos is not None:
             videos = self.video_embeddings(pixel_values_videos, video_frame_counts, video_grid_thw)
             flat = torch.cat([v.reshape(-1, v.shape[-1]) for v in videos])
             embeds = _scatter(embeds, rows[VIDEO_TYPE], flat, "video")
-            rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
             if rate > 0:
                 # scored in the embeddings' dtype, as the released code scores them: in bf16 the scores
                 # crowd into few values, and fp32 scores would order those ties otherwise
                 video_keep = torch.cat([evs_keep_mask(v, rate).reshape(-1) for v in videos])
                 keep = torch.ones_like(input_ids, dtype=torch.bool)
                 keep.view(-1)[rows[VIDEO_TYPE]] = video_keep.to(keep.device)
+                lengths = _kept_lengths(row_counts, [tuple(v.shape[:3]) for v in videos], rate)
 
         if input_features is not None:
             audio = self.audio_embeddings(input_features, input_features_mask, audio_clip_counts)
@@ -253,7 +259,7 @@ class OmniModel(nn.Module):
         if keep is not None and attention_mask is not None:
             keep &= attention_mask.bool()
         if keep is not None:
-            embeds, attention_mask, labels = _compact_rows(embeds, keep, labels)
+            embeds, attention_mask, labels = _compact_rows(embeds, keep, labels, lengths)
         return EmbeddedInputs(embeds, attention_mask, labels)
 
     def _placeholder_types(
@@ -421,23 +427,53 @@ def _scatter(embeds: torch.Tensor, rows: torch.Tensor, features: torch.Tensor, w
     return out
 
 
+def _row_counts(types: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[list[int], ...]:
+    """Per row of ``types`` [B, L], on the host: video placeholders, those of them the attention mask
+    lets through, and the positions it lets through (one read back)."""
+    video = types == VIDEO_TYPE
+    valid = torch.ones_like(video) if attention_mask is None else attention_mask.bool()
+    counts = torch.stack([video.sum(1), (video & valid).sum(1), valid.sum(1)]).tolist()
+    return tuple(counts)
+
+
+def _kept_lengths(
+    row_counts: tuple[list[int], ...], grids: list[tuple[int, int, int]], rate: float
+) -> list[int] | None:
+    """The positions each row keeps after EVS at ``rate``, counted on the host from `_row_counts` and the
+    videos' ``(tubelets, rows, cols)`` grids in order; None where the host cannot tell (a video row
+    under the attention mask, or videos that do not fill the rows' placeholders)."""
+    videos, unmasked, valid = row_counts
+    if videos != unmasked:
+        return None
+    dropped = [0] * len(valid)
+    row, left = 0, videos[0]
+    for tubelets, rows, cols in grids:
+        while left == 0 and row + 1 < len(videos):
+            row += 1
+            left = videos[row]
+        count = tubelets * rows * cols
+        if count > left:
+            return None
+        left -= count
+        dropped[row] += count - evs_retained_count(tubelets, rows, cols, rate)
+    return [v - d for v, d in zip(valid, dropped, strict=True)]
+
+
 def _compact_rows(
-    embeds: torch.Tensor, keep: torch.Tensor, labels: torch.Tensor | None
+    embeds: torch.Tensor, keep: torch.Tensor, labels: torch.Tensor | None, lengths: list[int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Drop the positions ``keep`` rules out and left-pad the rows back to one length."""
-    lengths = keep.sum(1)
-    width = int(lengths.max())
-    batch = embeds.shape[0]
-    out = embeds.new_zeros(batch, width, embeds.shape[-1])
-    mask = torch.zeros(batch, width, dtype=torch.long, device=embeds.device)
-    new_labels = None if labels is None else labels.new_full((batch, width), IGNORE_INDEX)
-    for row in range(batch):
-        n = int(lengths[row])
-        out[row, width - n :] = embeds[row, keep[row]]
-        mask[row, width - n :] = 1
-        if labels is not None:
-            new_labels[row, width - n :] = labels[row, keep[row]]
-    return out, mask, new_labels
+    """Drop the positions ``keep`` rules out and left-pad the rows back to one length. ``lengths``, the
+    kept positions of each row when the host knows them, spares the one read back of the GPU."""
+    if lengths is None:
+        lengths = keep.sum(1).tolist()
+    width = max(lengths)
+    # a stable sort puts each row's dropped positions first and its kept ones last, in their order
+    order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices[:, keep.shape[1] - width :]
+    kept = keep.gather(1, order)
+    rows = embeds.gather(1, order[..., None].expand(-1, -1, embeds.shape[-1]))
+    out = torch.where(kept[..., None], rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
+    new_labels = None if labels is None else torch.where(kept, labels.gather(1, order), IGNORE_INDEX)
+    return out, kept.long(), new_labels
 
 
 def _stop_on_strings(
