@@ -46,6 +46,14 @@ class EmbeddedInputs:
     inputs_embeds: torch.Tensor
     attention_mask: torch.Tensor | None
     labels: torch.Tensor | None
+    # every row of `attention_mask` is all ones, known on the host: the language model can take None and
+    # read nothing back (after EVS on one prompt)
+    full_rows: bool = False
+
+    @property
+    def model_mask(self) -> torch.Tensor | None:
+        """The mask to give the language model: None where the host knows there is no padding."""
+        return None if self.full_rows else self.attention_mask
 
 
 class OmniModel(nn.Module):
@@ -260,7 +268,9 @@ class OmniModel(nn.Module):
             keep &= attention_mask.bool()
         if keep is not None:
             embeds, attention_mask, labels = _compact_rows(embeds, keep, labels, lengths)
-        return EmbeddedInputs(embeds, attention_mask, labels)
+        # set only where EVS compacted the rows and the host counted them all to one length
+        full_rows = lengths is not None and min(lengths) == max(lengths)
+        return EmbeddedInputs(embeds, attention_mask, labels, full_rows)
 
     def _placeholder_types(
         self,
@@ -311,18 +321,15 @@ class OmniModel(nn.Module):
             if input_ids is None:
                 raise InputError("forward needs input_ids (or inputs_embeds)")
             embedded = self.embed_inputs(input_ids, attention_mask, labels=labels, **media)
-            inputs_embeds, attention_mask, labels = (
-                embedded.inputs_embeds,
-                embedded.attention_mask,
-                embedded.labels,
-            )
+        else:
+            embedded = EmbeddedInputs(inputs_embeds, attention_mask, labels)
         out = self.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            labels=labels,
+            inputs_embeds=embedded.inputs_embeds,
+            attention_mask=embedded.model_mask,
+            labels=embedded.labels,
             logits_to_keep=logits_to_keep,
         )
-        return OmniOutput(logits=out.logits, loss=out.loss, attention_mask=attention_mask)
+        return OmniOutput(logits=out.logits, loss=out.loss, attention_mask=embedded.attention_mask)
 
     @torch.no_grad()
     def generate(
@@ -355,7 +362,7 @@ class OmniModel(nn.Module):
             eos_token_id = self.default_eos_token_id
         new = self.language_model.generate(
             inputs_embeds=embedded.inputs_embeds,
-            attention_mask=embedded.attention_mask,
+            attention_mask=embedded.model_mask,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             temperature=temperature,

@@ -60,3 +60,25 @@ def test_compacted_rows_are_the_kept_positions_left_padded():
             assert torch.equal(out[row, :pad], torch.zeros(pad, 8))
             assert out_mask[row].tolist() == [0] * pad + [1] * count
             assert out_labels[row].tolist() == [IGNORE_INDEX] * pad + labels[row, keep[row]].tolist()
+
+
+@torch.no_grad()
+def test_one_prompt_after_evs_gives_the_language_model_no_mask(model, processor, make):
+    """One prompt's rows all keep the same count, known on the host: the language model gets no mask
+    (and reads nothing back), with the logits it gives for the all-ones mask; the output still
+    reports that mask. Rows of different lengths keep theirs."""
+    inputs = processor(text="<video> What moves?", videos=[make.frames(7, 90, 160)], return_tensors="pt")
+    embedded = model.embed_inputs(**inputs, video_pruning_rate=0.5)
+    assert embedded.full_rows and embedded.model_mask is None and bool(embedded.attention_mask.all())
+    out = model(**inputs, video_pruning_rate=0.5)
+    masked = model.language_model(
+        inputs_embeds=embedded.inputs_embeds, attention_mask=embedded.attention_mask
+    )
+    assert torch.equal(out.logits, masked.logits)
+    assert torch.equal(out.attention_mask, embedded.attention_mask)
+
+    clips = [make.frames(6, 90, 160, seed=1), make.frames(5, 120, 120, seed=2)]
+    batch = processor(text=["<video> What moves here?", "<video> And?"], videos=clips, return_tensors="pt")
+    embedded = model.embed_inputs(**batch, video_pruning_rate=0.5)
+    assert not embedded.full_rows and embedded.model_mask is embedded.attention_mask
+    assert not bool(embedded.attention_mask.all())
