@@ -475,7 +475,7 @@ def _compact_rows(
         lengths = keep.sum(1).tolist()
     width = max(lengths)
     # a stable sort puts each row's dropped positions first and its kept ones last, in their order
-    order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices[:, keep.shape[1] - width :]
+    order = torch.sort(keep.to(torch.int32), dim=1, stable=True).indices[:, keep.shape[1] - width :]
     kept = keep.gather(1, order)
     rows = embeds.gather(1, order[..., None].expand(-1, -1, embeds.shape[-1]))
     out = torch.where(kept[..., None], rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
