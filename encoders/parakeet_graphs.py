@@ -123,6 +123,13 @@ class LayerGraphs:
     def _capture(
         self, key: tuple, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout
     ) -> _Graph | None:
+        # normal tensors even under `torch.inference_mode`: a later call outside it must be able to fill them
+        with torch.inference_mode(False), torch.no_grad():
+            return self._capture_normal(key, stack, x, positions, clips)
+
+    def _capture_normal(
+        self, key: tuple, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout
+    ) -> _Graph | None:
         static_x, static_positions = x.clone(), positions.clone()
         valid_lengths, extents = clips.valid_lengths.clone(), clips.extents.clone()
 

@@ -81,3 +81,20 @@ def test_changed_weights_drop_the_graphs(monkeypatch):
         (eager,) = _eager(encoder, [batch], monkeypatch)
     for hidden, _ in after:
         assert torch.equal(hidden, eager[0])
+
+
+def test_captured_under_inference_mode_replays_outside_it(monkeypatch):
+    """A server may warm up under `torch.inference_mode` and serve under `torch.no_grad`: the graph's own
+    input buffers must take the later calls' inputs."""
+    encoder = _encoder()
+    batches = [_clips([1200, 700], 6), _clips([1200, 90], 7)]
+    with torch.no_grad():
+        eager = _eager(encoder, batches, monkeypatch)
+    with torch.inference_mode():
+        encoder(*batches[0])
+        encoder(*batches[0])  # captured here
+    assert len(encoder.encoder.layer_graphs.graphs) == 1
+    with torch.no_grad():
+        replayed = [encoder(features, mask) for features, mask in batches]
+    for (hidden, _), (hidden_eager, _) in zip(replayed, eager, strict=True):
+        assert torch.equal(hidden, hidden_eager)
