@@ -231,7 +231,10 @@ class GraphDecoder:
         if entry is None or entry.cache.capacity < length:
             self.entries.pop(batch, None)
             capacity = -(-length // _CAPACITY_STEP) * _CAPACITY_STEP
-            entry = self.entries[batch] = self._capture(batch, capacity)
+            # normal tensors even under `torch.inference_mode`: a later generate outside it writes into
+            # the cache and the step's input in place, which an inference tensor refuses there
+            with torch.inference_mode(False), torch.no_grad():
+                entry = self.entries[batch] = self._capture(batch, capacity)
         entry.cache.reset()
         return entry.cache
 

@@ -179,3 +179,17 @@ def test_graph_decoding_bf16_grouped_experts(monkeypatch):
     # bf16 with atomics in the expert combine: demand the first tokens equal and most of the rest
     assert torch.equal(graphed[:, 64:68], eager[:, 64:68])
     assert (graphed == eager).float().mean() >= 0.9
+
+
+def test_graph_decoding_captured_under_inference_mode_serves_outside_it(monkeypatch):
+    """A server may warm up under `torch.inference_mode` and serve under `torch.no_grad`: the captured
+    step's cache and input must take the later prompts."""
+    model = _model(torch.float32)
+    prompt = torch.randint(3, 512, (2, 29), device="cuda")
+    kw = dict(input_ids=prompt, max_new_tokens=12, eos_token_id=[])
+    with torch.inference_mode():
+        model.generate(**kw)  # captures the step
+    assert 2 in graph_decoder(model).entries
+    graphed = model.generate(**kw)
+    monkeypatch.setenv(GRAPHS_ENV, "1")
+    assert torch.equal(graphed, model.generate(**kw))
