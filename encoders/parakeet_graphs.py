@@ -104,7 +104,9 @@ class LayerGraphs:
             if key not in self._seen or key in self._failed:
                 self._seen.add(key)
                 return None
-            entry = self._capture(key, stack, x, positions, clips)
+            # normal tensors even under `torch.inference_mode`: a later call outside it must fill them
+            with torch.inference_mode(False), torch.no_grad():
+                entry = self._capture(key, stack, x, positions, clips)
             if entry is None:
                 return None
         self.graphs.move_to_end(key)
@@ -121,13 +123,6 @@ class LayerGraphs:
         return tuple((t.data_ptr(), t._version) for t in tensors)
 
     def _capture(
-        self, key: tuple, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout
-    ) -> _Graph | None:
-        # normal tensors even under `torch.inference_mode`: a later call outside it must be able to fill them
-        with torch.inference_mode(False), torch.no_grad():
-            return self._capture_normal(key, stack, x, positions, clips)
-
-    def _capture_normal(
         self, key: tuple, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout
     ) -> _Graph | None:
         static_x, static_positions = x.clone(), positions.clone()
