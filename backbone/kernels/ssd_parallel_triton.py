@@ -122,7 +122,7 @@ def _chunk_state_kernel(
 
 @triton.jit
 def _state_passing_kernel(
-    states_ptr, totals_ptr, init_ptr, final_ptr,
+    states_ptr, starts_ptr, totals_ptr, init_ptr, final_ptr,
     num_chunks, heads, head_dim, dstate,
     si_b, si_h, si_p, si_n,
     HAS_INIT: tl.constexpr, BLOCK: tl.constexpr,
@@ -143,6 +143,7 @@ def _state_passing_kernel(
     # The pointer advances chunk by chunk (64-bit) rather than being rebuilt from a 32-bit product.
     chunk_stride = heads * size
     ptrs = states_ptr + (b * num_chunks * heads + h).to(tl.int64) * size + offs
+    start_ptrs = starts_ptr + (b * num_chunks * heads + h).to(tl.int64) * size + offs
     totals = totals_ptr + pid_bh * num_chunks
     # Each iteration loads the next chunk's contribution and total before storing this chunk's start,
     # so two loads are in flight along the serial chain.
@@ -156,9 +157,10 @@ def _state_passing_kernel(
         more = chunk_index + 1 < num_chunks
         next_contribution = tl.load(ptrs + chunk_stride, mask=mask & more, other=0.0)
         next_total = tl.load(totals + chunk_index + 1, mask=more, other=0.0)
-        tl.store(ptrs, state, mask=mask)
+        tl.store(start_ptrs, state.to(start_ptrs.dtype.element_ty), mask=mask)
         state = state * decay + contribution
         ptrs += chunk_stride
+        start_ptrs += chunk_stride
         chunk_index += 1
 
     tl.store(final_ptr + pid_bh.to(tl.int64) * size + offs, state, mask=mask)
@@ -248,7 +250,7 @@ def _chunk_output_kernel(
     state_ptrs, state_mask = _chunk_state_tile(
         states_ptr, b, h, chunk_index, num_chunks, heads, head_dim, dstate, offs_p, offs_n, mask_p, mask_n
     )
-    start = tl.load(state_ptrs, mask=state_mask, other=0.0)
+    start = tl.load(state_ptrs, mask=state_mask, other=0.0).to(tl.float32)
     # The chunk's start state: exp(c_i) C_i . start.
     y = tl.dot(Cm.to(tl.float32), tl.trans(start), input_precision=PRECISION) * tl.exp(cum_m)[:, None]
 
@@ -274,7 +276,7 @@ def _chunk_output_kernel(
     if HAS_D:
         x = load_tile(x_chunk, local_m, offs_p, sx_l, sx_p, mask_m, mask_p)
         y += tl.load(D_ptr + h).to(tl.float32) * x.to(tl.float32)
-    store_tile(y_chunk, local_m, offs_p, sy_l, sy_p, mask_m, mask_p, y)
+    store_tile(y_chunk, local_m, offs_p, sy_l, sy_p, mask_m, mask_p, y.to(y_ptr.dtype.element_ty))
 
 
 def ssd_chunked_parallel_triton(
@@ -291,10 +293,16 @@ def ssd_chunked_parallel_triton(
     state_block: int = 256,
     num_warps: int | None = None,
     output_block_p: int | None = None,
+    out_dtype: torch.dtype = torch.float32,
+    start_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked SSD scan in four passes, parallel over chunks. x [b, L, h, p], dt [b, L, h], A [h],
     B and C [b, L, g, n], D [h], initial_state [b, h, p, n]; inputs may be strided views. Returns
-    y [b, L, h, p] and the final state [b, h, p, n], both fp32.
+    y [b, L, h, p] in `out_dtype` and the final state [b, h, p, n] in fp32.
+
+    `start_dtype` is the dtype the output pass reads each chunk's start state in: the states are summed
+    in fp32 either way, and bf16 halves the traffic of the two passes that write and read them (as
+    mamba-ssm's kernels do).
 
     Tile choices (the result does not depend on them beyond rounding): `chunk`, a power of two >= 16;
     `block`, the rows of a chunk one matrix product takes (a power of two >= 16 dividing `chunk`);
@@ -328,6 +336,8 @@ def ssd_chunked_parallel_triton(
         raise ValueError(f"block {block} must be >= 16 and divide chunk {chunk}")
 
     y, final = scan_outputs(x, dstate)
+    if out_dtype != torch.float32:
+        y = torch.empty_like(y, dtype=out_dtype)
     if num_chunks == 0:
         final.copy_(initial_state if initial_state is not None else torch.zeros_like(final))
         return y, final
@@ -343,8 +353,10 @@ def ssd_chunked_parallel_triton(
         num_warps=num_warps,
     )  # fmt: skip
     init = initial_state if initial_state is not None else final
+    # fp32 start states overwrite the chunks' own contributions in place
+    starts = states if start_dtype == torch.float32 else torch.empty_like(states, dtype=start_dtype)
     _state_passing_kernel[(batch * heads, triton.cdiv(head_dim * dstate, state_block))](
-        states, totals, init, final,
+        states, starts, totals, init, final,
         num_chunks, heads, head_dim, dstate,
         *init.stride(),
         HAS_INIT=initial_state is not None, BLOCK=state_block,
@@ -362,7 +374,7 @@ def ssd_chunked_parallel_triton(
         num_warps=num_warps,
     )  # fmt: skip
     _chunk_output_kernel[(batch * heads, num_chunks * (chunk // block), triton.cdiv(head_dim, output_block_p))](
-        x, dt, B, C, D if D is not None else A, states, cum, scores, y,
+        x, dt, B, C, D if D is not None else A, starts, cum, scores, y,
         length, num_chunks, heads, heads // groups, head_dim, dstate,
         *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *y.stride(),
         HAS_D=D is not None,

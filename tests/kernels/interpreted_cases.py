@@ -106,6 +106,14 @@ def parallel_cases(results: dict) -> None:
     y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 8, D, initial_state=state)
     results["parallel/tiles"] = max(rel_err(y, y_ref), rel_err(final, final_ref))
 
+    # 16-bit outputs and start states: y rounded once, the final state still summed and kept in fp32.
+    y, final = ssd_chunked_parallel_triton(
+        x, dt, A, B, C, D, state, chunk=32, block=16, out_dtype=torch.bfloat16, start_dtype=torch.bfloat16
+    )
+    results["parallel/bf16_starts/y"] = rel_err(y.float(), y_ref)
+    results["parallel/bf16_starts/final"] = rel_err(final, final_ref)
+    results["parallel/bf16_starts/dtypes"] = float(y.dtype != torch.bfloat16 or final.dtype != torch.float32)
+
     # Strided views: x, B, C split from one packed tensor, dt and the initial state transposed copies.
     x, dt, A, B, C, _, state = inputs(batch=2, length=35, heads=2, head_dim=4, groups=1, dstate=8, seed=9)
     packed = torch.cat([x.flatten(2), B.flatten(2), C.flatten(2)], dim=-1)

@@ -62,6 +62,14 @@ def test_parallel_scan_tiles_views_and_one_token(results, case):
     assert results[f"parallel/{case}"] <= TOLERANCE, (case, results[f"parallel/{case}"])
 
 
+def test_parallel_scan_rounds_outputs_and_start_states_to_bf16_only(results):
+    """bf16 y and start states (the GPU default for bf16 models) cost one bf16 rounding in y; the final
+    state, which decode continues from, stays fp32 and exact."""
+    assert results["parallel/bf16_starts/dtypes"] == 0.0
+    assert results["parallel/bf16_starts/y"] <= 1e-2, results["parallel/bf16_starts/y"]
+    assert results["parallel/bf16_starts/final"] <= TOLERANCE, results["parallel/bf16_starts/final"]
+
+
 def test_parallel_scan_left_padding(results):
     assert results["parallel/padding"] <= 1e-5
     assert results["parallel/padded_outputs"] == 0.0
