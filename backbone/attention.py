@@ -32,16 +32,17 @@ except ImportError:  # torch < 2.3
 # built) it took 3.45 ms at 16,144 tokens against 6.32 ms for the flash kernel, 0.770 against 1.486 at
 # 7,517 and 0.208 against 0.393 at 3,344 (in the whole image prefill 0.24 against 0.45 ms a layer). But
 # each new shape costs a plan of about 50 ms (1.2 s for the first in a process). So the length is padded
-# up to a bucket (`cudnn_bucket`: multiples of 256 below 4,096 tokens, of 1,024 from there; padding rows
-# come after every real row and causal attention never lets a real row see them), and a layer takes cuDNN
-# only from the second prefill of a bucket on: a one-off length keeps the flash kernel, a service sees its
-# buckets recur. Below 2,048 tokens the flash kernel stays: the gain is a few microseconds a layer there.
+# up to a bucket (`cudnn_bucket`: 1/32 of the length's power-of-two ceiling, at least 256 tokens; padding
+# rows come after every real row and causal attention never lets a real row see them), and a layer takes
+# cuDNN only from the second prefill of a bucket on: a one-off length keeps the flash kernel, a service sees
+# its buckets recur. Buckets that grow with the length pad at most 1/16 of the rows (16 plans an octave);
+# fixed buckets of 1,024 padded 16,144 tokens to 17,408 (16% more causal work) and 4,097 to 5,120.
+# Below 2,048 tokens the flash kernel stays: the gain is a few microseconds a layer there.
 # Taking cuDNN from 2,048 rather than 4,096 tokens brought the image prefill (3,344 tokens, full depth)
 # from 0.061 to 0.059 s on an H200.
 CUDNN_MIN_LENGTH = 2048
-CUDNN_BUCKET = 1024
-CUDNN_SHORT_BUCKET = 256  # below CUDNN_SHORT_BELOW tokens, where padding to 1,024 would cost up to 50%
-CUDNN_SHORT_BELOW = 4096
+CUDNN_MIN_BUCKET = 256
+CUDNN_BUCKET_FRACTION = 32  # a bucket is this fraction of the length's power-of-two ceiling
 _BUCKETS_SEEN: dict[tuple, int] = {}
 _BUCKETS_LIMIT = 4096  # (shape, layer) keys remembered; the count starts over beyond it
 
@@ -88,7 +89,8 @@ def padded_causal_attention(
 
 def cudnn_bucket(length: int) -> int:
     """The multiple a cuDNN prefill of ``length`` tokens is padded up to (see CUDNN_MIN_LENGTH)."""
-    return CUDNN_SHORT_BUCKET if length < CUDNN_SHORT_BELOW else CUDNN_BUCKET
+    ceiling = 1 << max(0, length - 1).bit_length()
+    return max(CUDNN_MIN_BUCKET, ceiling // CUDNN_BUCKET_FRACTION)
 
 
 def _cudnn_prefill_usable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_index: int) -> bool:

@@ -6,7 +6,9 @@
 
 Separately these are three passes over the residual stream (a product, a sum, a norm) and a tensor written
 and read back between each; fused, ``x`` and ``y`` are read once and ``new`` and ``normed`` written once.
-One program per row; a row is held whole in registers, so the width is bounded by `MAX_WIDTH`.
+A program takes `ROW_ELEMENTS // width` rows (rounded to powers of two), each held whole in registers, so
+the width is bounded by `MAX_WIDTH`. One row a program (the ViT's 1,280-wide rows) left many small programs
+that each waited on one load: 128 µs for 32,576 rows on an H200, 2.6 TB/s.
 
 Activations are bf16 only (the ViT's inference dtype). The roundings are done on the bits: on the GPU the
 compiler drops a plain fp32 → bf16 → fp32 round trip and contracts the product into the sum (one FMA), which
@@ -21,6 +23,7 @@ import triton
 import triton.language as tl
 
 MAX_WIDTH = 8192
+ROW_ELEMENTS = 8192  # elements (padded row width x rows) a program holds: 4 of the ViT's 1,280-wide rows
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -35,25 +38,29 @@ def _round_to_bf16(value):
 @triton.jit
 def _scaled_residual_norm_kernel(
     x_ptr, y_ptr, gamma_ptr, w_ptr, b_ptr, new_ptr, normed_ptr,
-    width, sx_row, sy_row, sn_row, sm_row, eps,
-    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
+    n_rows, width, sx_row, sy_row, sn_row, sm_row, eps,
+    HAS_BIAS: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0).to(tl.int64)
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     offs = tl.arange(0, BLOCK)
-    mask = offs < width
-    x = tl.load(x_ptr + row * sx_row + offs, mask=mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + row * sy_row + offs, mask=mask, other=0.0).to(tl.float32)
-    gamma = tl.load(gamma_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    value = _round_to_bf16(x + _round_to_bf16(gamma * y))
-    tl.store(new_ptr + row * sn_row + offs, value.to(tl.bfloat16), mask=mask)
+    in_width = offs < width
+    mask = (rows < n_rows)[:, None] & in_width[None, :]
+    x = tl.load(x_ptr + rows[:, None] * sx_row + offs[None, :], mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + rows[:, None] * sy_row + offs[None, :], mask=mask, other=0.0).to(tl.float32)
+    gamma = tl.load(gamma_ptr + offs, mask=in_width, other=0.0).to(tl.float32)
+    value = _round_to_bf16(x + _round_to_bf16(gamma[None, :] * y))
+    tl.store(new_ptr + rows[:, None] * sn_row + offs[None, :], value.to(tl.bfloat16), mask=mask)
 
-    mean = tl.sum(value, axis=0) / width
-    centred = tl.where(mask, value - mean, 0.0)
-    variance = tl.sum(centred * centred, axis=0) / width
-    out = centred * tl.math.rsqrt(variance + eps) * tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(value, axis=1) / width
+    centred = tl.where(mask, value - mean[:, None], 0.0)
+    variance = tl.sum(centred * centred, axis=1) / width
+    weight = tl.load(w_ptr + offs, mask=in_width, other=0.0).to(tl.float32)
+    out = centred * tl.math.rsqrt(variance + eps)[:, None] * weight[None, :]
     if HAS_BIAS:
-        out += tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(normed_ptr + row * sm_row + offs, out.to(normed_ptr.dtype.element_ty), mask=mask)
+        out += tl.load(b_ptr + offs, mask=in_width, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        normed_ptr + rows[:, None] * sm_row + offs[None, :], out.to(normed_ptr.dtype.element_ty), mask=mask
+    )
 
 
 def scaled_residual_norm_usable(
@@ -86,11 +93,11 @@ def scaled_residual_norm_triton(
     normed = torch.empty_like(new)
     if new.shape[0]:
         block = triton.next_power_of_2(width)
+        rows = max(1, ROW_ELEMENTS // block)
         bias = norm.bias if norm.bias is not None else norm.weight
-        _scaled_residual_norm_kernel[(new.shape[0],)](
+        _scaled_residual_norm_kernel[(triton.cdiv(new.shape[0], rows),)](
             x_rows, y_rows, gamma.contiguous(), norm.weight.contiguous(), bias.contiguous(), new, normed,
-            width, x_rows.stride(0), y_rows.stride(0), new.stride(0), normed.stride(0), norm.eps,
-            HAS_BIAS=norm.bias is not None, BLOCK=block,
-            num_warps=min(max(block // 256, 1), 8),
+            new.shape[0], width, x_rows.stride(0), y_rows.stride(0), new.stride(0), normed.stride(0), norm.eps,
+            HAS_BIAS=norm.bias is not None, ROWS=rows, BLOCK=block, num_warps=8,
         )  # fmt: skip
     return new.view(x.shape), normed.view(x.shape)

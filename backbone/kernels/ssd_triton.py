@@ -96,7 +96,8 @@ def _ssd_chunk_scan_kernel(
         y += tl.dot(Cm, tl.trans(state), input_precision=PRECISION) * tl.exp(cum)[:, None]
         if HAS_D:
             y += Dh * x
-        store_tile(y_ptr + b * sy_b + h * sy_h, rows, offs_p, sy_l, sy_p, mask_l, mask_p, y)
+        y_rows = y_ptr + b * sy_b + h * sy_h
+        store_tile(y_rows, rows, offs_p, sy_l, sy_p, mask_l, mask_p, y.to(y_ptr.dtype.element_ty))
 
         to_end = tl.exp(total - cum) * dt  # [L]
         state = state * tl.exp(total) + tl.dot(tl.trans(x), Bm * to_end[:, None], input_precision=PRECISION)
@@ -159,7 +160,13 @@ def ssd_chunked_triton(
     parallel: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked SSD scan. x [b, L, h, p], dt [b, L, h], A [h], B and C [b, L, g, n], D [h],
-    initial_state [b, h, p, n]. Returns y [b, L, h, p] and the final state [b, h, p, n], both fp32.
+    initial_state [b, h, p, n]. Returns y [b, L, h, p] and the final state [b, h, p, n] (fp32).
+
+    y comes in x's dtype for 16-bit inputs, rounded once from its fp32 sums as mamba-ssm's kernels give
+    it (the gated norm after the scan reads it in fp32), and in fp32 for fp32 inputs. On the chunk-parallel
+    path the chunks' start states are read in that dtype too; every sum and the final state stay fp32.
+    On an H200 (bf16, 64 heads, 16,144 tokens) the two roundings took the scan and the norm after it
+    from 1.182 to 1.102 ms, and from 0.634 to 0.582 ms at 7,517 tokens.
 
     `chunk` is the kernels' own tile length (the result does not depend on it); fp32 inputs use exact
     fp32 products, lower-precision inputs TF32 tensor cores (exact for bf16 operands). `parallel` forces
@@ -167,11 +174,16 @@ def ssd_chunked_triton(
     """
     batch, length, heads, head_dim = x.shape
     groups, dstate = B.shape[2], B.shape[3]
+    out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.float32
     if parallel is None:
         parallel = uses_parallel_path(length, chunk)
     if parallel:
-        return ssd_chunked_parallel_triton(x, dt, A, B, C, D, initial_state, chunk=chunk or PARALLEL_CHUNK)
+        return ssd_chunked_parallel_triton(
+            x, dt, A, B, C, D, initial_state, chunk=chunk or PARALLEL_CHUNK,
+            out_dtype=out_dtype, start_dtype=out_dtype,
+        )  # fmt: skip
     y, final = scan_outputs(x, dstate)
+    y = y if out_dtype == torch.float32 else torch.empty_like(y, dtype=out_dtype)
     block_n = block_size(dstate)
     block_p = min(block_size(head_dim), 32 if block_n >= 128 else 64)
     if chunk is None:

@@ -11,10 +11,8 @@ import torch.nn.functional as F
 
 from backbone import attention
 from backbone.attention import (
-    CUDNN_BUCKET,
+    CUDNN_MIN_BUCKET,
     CUDNN_MIN_LENGTH,
-    CUDNN_SHORT_BELOW,
-    CUDNN_SHORT_BUCKET,
     cudnn_bucket,
     padded_causal_attention,
 )
@@ -52,14 +50,25 @@ def test_cudnn_from_a_layers_second_prefill_of_a_bucket(fresh_counts):
     assert not usable(q, kv, kv, layer_index=3)  # a one-off length stays on the flash kernel
     assert not usable(q, kv, kv, layer_index=9)  # another layer of the same first prefill
     assert usable(q, kv, kv, layer_index=3)  # the next prefill of that bucket
-    other = _fake(16144 - CUDNN_BUCKET // 2)  # a shorter prompt in the same bucket of 1,024
+    other = _fake(16144 - cudnn_bucket(16144) // 2)  # a shorter prompt in the same bucket of 512
     assert usable(other, _fake(other.shape[2], heads=2), _fake(other.shape[2], heads=2), layer_index=9)
 
 
-def test_shorter_prefills_take_finer_buckets(fresh_counts):
-    """Below CUDNN_SHORT_BELOW a bucket spans CUDNN_SHORT_BUCKET tokens (an image's 3,344 pads to 3,584,
-    not 4,096); lengths in different fine buckets do not share a plan, lengths in one bucket do."""
-    assert cudnn_bucket(3344) == CUDNN_SHORT_BUCKET < cudnn_bucket(CUDNN_SHORT_BELOW) == CUDNN_BUCKET
+def test_buckets_grow_with_the_length_and_pad_at_most_a_sixteenth():
+    """A bucket is 1/32 of the length's power-of-two ceiling, at least CUDNN_MIN_BUCKET: the image's 3,344
+    tokens pad to 3,584, the audio's 7,517 to 7,680 and the video's 16,144 to 16,384, never more than a
+    sixteenth of the rows, with 16 buckets (plans) an octave."""
+    padded = {n: -(-n // cudnn_bucket(n)) * cudnn_bucket(n) for n in (3344, 7517, 16144)}
+    assert padded == {3344: 3584, 7517: 7680, 16144: 16384}
+    for length in range(CUDNN_MIN_LENGTH, 140_000, 97):
+        bucket = cudnn_bucket(length)
+        assert bucket >= CUDNN_MIN_BUCKET and bucket & (bucket - 1) == 0
+        assert -length % bucket < max(CUDNN_MIN_BUCKET, length / 16)
+    octave = {-(-n // cudnn_bucket(n)) for n in range(16385, 32769)}
+    assert len(octave) == 16
+
+
+def test_lengths_share_a_plan_only_within_a_bucket(fresh_counts):
     usable = attention._cudnn_prefill_usable
     kv = _fake(3344, heads=2)
     assert not usable(_fake(3344), kv, kv, layer_index=0)

@@ -25,7 +25,12 @@ from encoders.residual_norm_triton import (  # noqa: E402
     scaled_residual_norm_usable,
 )
 
-SHAPES = {"one_row": ((1, 64), True), "rows_odd": ((3, 5, 37), True), "no_bias": ((2, 1280), False)}
+SHAPES = {
+    "one_row": ((1, 64), True),
+    "rows_odd": ((3, 5, 37), True),
+    "no_bias": ((2, 1280), False),
+    "last_program_partial": ((9, 1280), True),  # programs of 4 rows: the last holds one
+}
 
 
 def seam_cases(results: dict) -> None:

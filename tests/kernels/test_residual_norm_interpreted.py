@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("triton")
 
-SHAPES = ["one_row", "rows_odd", "no_bias"]
+SHAPES = ["one_row", "rows_odd", "no_bias", "last_program_partial"]
 WORKER = "residual_norm_cases.py"  # run by the `results` fixture of conftest.py
 
 
