@@ -82,10 +82,12 @@ def dot_precision(x: torch.Tensor) -> str:
     return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
-def scan_outputs(x: torch.Tensor, dstate: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uninitialised fp32 outputs of a scan of x [b, L, h, p]: y [b, L, h, p] and the final state
-    [b, h, p, n]."""
+def scan_outputs(
+    x: torch.Tensor, dstate: int, out_dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised outputs of a scan of x [b, L, h, p]: y [b, L, h, p] in `out_dtype` and the fp32 final
+    state [b, h, p, n]."""
     batch, length, heads, head_dim = x.shape
-    y = torch.empty(batch, length, heads, head_dim, dtype=torch.float32, device=x.device)
+    y = torch.empty(batch, length, heads, head_dim, dtype=out_dtype, device=x.device)
     final = torch.empty(batch, heads, head_dim, dstate, dtype=torch.float32, device=x.device)
     return y, final

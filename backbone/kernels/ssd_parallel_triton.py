@@ -335,9 +335,7 @@ def ssd_chunked_parallel_triton(
     if chunk % block or block < 16:
         raise ValueError(f"block {block} must be >= 16 and divide chunk {chunk}")
 
-    y, final = scan_outputs(x, dstate)
-    if out_dtype != torch.float32:
-        y = torch.empty_like(y, dtype=out_dtype)
+    y, final = scan_outputs(x, dstate, out_dtype)
     if num_chunks == 0:
         final.copy_(initial_state if initial_state is not None else torch.zeros_like(final))
         return y, final

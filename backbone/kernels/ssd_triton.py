@@ -182,8 +182,7 @@ def ssd_chunked_triton(
             x, dt, A, B, C, D, initial_state, chunk=chunk or PARALLEL_CHUNK,
             out_dtype=out_dtype, start_dtype=out_dtype,
         )  # fmt: skip
-    y, final = scan_outputs(x, dstate)
-    y = y if out_dtype == torch.float32 else torch.empty_like(y, dtype=out_dtype)
+    y, final = scan_outputs(x, dstate, out_dtype)
     block_n = block_size(dstate)
     block_p = min(block_size(head_dim), 32 if block_n >= 128 else 64)
     if chunk is None:
