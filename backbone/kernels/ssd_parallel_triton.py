@@ -308,8 +308,9 @@ def ssd_chunked_parallel_triton(
     `block`, the rows of a chunk one matrix product takes (a power of two >= 16 dividing `chunk`);
     `block_p`, head channels per program of pass 1; `output_block_p`, of the output pass; `state_block`,
     state elements per program of the serial pass; `num_warps`, of the chunk-parallel passes. fp32
-    inputs use exact fp32 products, lower-precision ones TF32 (exact for bf16 operands). Scratch: one fp32 state [p, n] per (batch, chunk, head) and one
-    fp32 [chunk, chunk] block of scores per (batch, chunk, group).
+    inputs use exact fp32 products, lower-precision ones TF32 (exact for bf16 operands). Scratch: one fp32
+    state [p, n] per (batch, chunk, head), one more in `start_dtype` where that is not fp32, and one fp32
+    [chunk, chunk] block of scores per (batch, chunk, group).
     """
     batch, length, heads, head_dim = x.shape
     groups, dstate = B.shape[2], B.shape[3]
