@@ -12,7 +12,7 @@ from torch import nn
 
 from .cache import HybridCache
 from .config import HybridConfig
-from .kernels import DISABLE_ENV
+from .kernels import DISABLE_ENV, flash4_prefill
 from .packing import PackedRows
 
 _SDPA_HAS_GQA = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -28,8 +28,9 @@ try:
 except ImportError:  # torch < 2.3
     sdpa_kernel = None
 
-# Long causal prefills on cuDNN's attention. On an H200 (32 query / 2 key-value heads of 128, bf16, plan
-# built) it took 3.45 ms at 16,144 tokens against 6.32 ms for the flash kernel, 0.770 against 1.486 at
+# Long causal prefills take FlashAttention 4 where it is installed (`kernels.flash4_prefill`: faster
+# still, with no buckets or plans); otherwise cuDNN's attention. On an H200 (32 query / 2 key-value heads
+# of 128, bf16, plan built) cuDNN took 3.45 ms at 16,144 tokens against 6.32 ms for the flash kernel, 0.770 against 1.486 at
 # 7,517 and 0.208 against 0.393 at 3,344 (in the whole image prefill 0.24 against 0.45 ms a layer). But
 # each new shape costs a plan of about 50 ms (1.2 s for the first in a process). So the length is padded
 # up to a bucket (`cudnn_bucket`: 1/32 of the length's power-of-two ceiling, at least 256 tokens; padding
@@ -195,6 +196,11 @@ class Attention(nn.Module):
             out = varlen_causal_attention(q, k, v, packed, scale)
             if out is not None:
                 return self.o_proj(out.reshape(batch, length, width))
+        causal = is_causal and mask is None
+        if causal and keys.shape[2] == length and flash4_prefill.usable(q, k, v):  # nothing cached before
+            out = flash4_prefill.causal_attention(q, k, v, scale)
+            if out is not None:
+                return self.o_proj(out.reshape(batch, length, width))
         q, k, v = q.transpose(1, 2), keys, values
         groups = self.num_heads // self.num_kv_heads
         if mask is not None and q.is_cuda and groups > 1:
@@ -207,7 +213,6 @@ class Attention(nn.Module):
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
         extra = {"enable_gqa": True} if groups > 1 and _SDPA_HAS_GQA else {}
-        causal = is_causal and mask is None
         if causal and _cudnn_prefill_usable(q, k, v, self.layer_index):
             with sdpa_kernel(_CUDNN_FIRST, **_PRIORITY):
                 out = padded_causal_attention(q, k, v, scale, cudnn_bucket(q.shape[2]))

@@ -1,5 +1,6 @@
-"""GPU: a long causal prefill's attention takes cuDNN (padded to its length bucket) from a layer's second
-prefill of that bucket, and gives the flash kernel's output. Skipped without CUDA."""
+"""GPU: without FlashAttention 4, a long causal prefill's attention takes cuDNN (padded to its length
+bucket) from a layer's second prefill of that bucket, and gives the flash kernel's output. Skipped
+without CUDA."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from numerics import rel_err
 
 from backbone import HybridConfig, attention
 from backbone.attention import Attention
-from backbone.kernels import DISABLE_ENV
+from backbone.kernels import DISABLE_ENV, flash4_prefill
 
 pytestmark = [
     pytest.mark.gpu,
@@ -27,6 +28,7 @@ def test_long_prefill_on_cudnn_from_the_second_call_matches_flash(monkeypatch, l
     layer = Attention(config, layer_index=0).cuda().bfloat16().eval()
     hidden = torch.randn(1, length, 512, device="cuda").bfloat16()
     monkeypatch.setattr(attention, "_BUCKETS_SEEN", {})
+    monkeypatch.setenv(flash4_prefill.ENV, "0")  # FlashAttention 4, where installed, comes before cuDNN
     padded_calls = []
     real = attention.padded_causal_attention
     monkeypatch.setattr(
