@@ -30,3 +30,14 @@ def results(request: pytest.FixtureRequest) -> dict[str, float]:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout)
+
+
+@pytest.fixture
+def flash4_gpu() -> None:
+    """Skips unless FlashAttention 4 can run here: ``flash_attn.cute`` importable and a Hopper or
+    Blackwell GPU (the compute capabilities both our wrappers of it serve)."""
+    import torch
+
+    pytest.importorskip("flash_attn.cute")
+    if torch.cuda.get_device_capability()[0] not in (9, 10):
+        pytest.skip("FlashAttention 4 serves Hopper and Blackwell")

@@ -14,14 +14,8 @@ from encoders.radio_blocks import packed_attention
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("flash4_gpu"),  # conftest.py
 ]
-
-
-@pytest.fixture(autouse=True)
-def needs_flash4():
-    pytest.importorskip("flash_attn.cute")
-    if torch.cuda.get_device_capability()[0] not in flash4._ARCHES:
-        pytest.skip("FlashAttention 4 serves Hopper and Blackwell")
 
 
 def _vit_views(batch: int, length: int, seed: int = 0) -> tuple[torch.Tensor, ...]:

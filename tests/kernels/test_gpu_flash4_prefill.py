@@ -16,14 +16,8 @@ from backbone.kernels import flash4_prefill
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("flash4_gpu"),  # conftest.py
 ]
-
-
-@pytest.fixture(autouse=True)
-def needs_flash4():
-    pytest.importorskip("flash_attn.cute")
-    if torch.cuda.get_device_capability()[0] not in flash4_prefill._ARCHES:
-        pytest.skip("FlashAttention 4 serves Hopper and Blackwell")
 
 
 def _causal_fp32(q, k, v, scale):
