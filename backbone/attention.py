@@ -28,19 +28,19 @@ try:
 except ImportError:  # torch < 2.3
     sdpa_kernel = None
 
-# Long causal prefills take FlashAttention 4 where it is installed (`kernels.flash4_prefill`: faster
-# still, with no buckets or plans); otherwise cuDNN's attention. On an H200 (32 query / 2 key-value heads
-# of 128, bf16, plan built) cuDNN took 3.45 ms at 16,144 tokens against 6.32 ms for the flash kernel, 0.770 against 1.486 at
-# 7,517 and 0.208 against 0.393 at 3,344 (in the whole image prefill 0.24 against 0.45 ms a layer). But
-# each new shape costs a plan of about 50 ms (1.2 s for the first in a process). So the length is padded
+# Long causal prefills take FlashAttention 4 where it is installed (`kernels.flash4_prefill`: faster still,
+# with no buckets or plans); otherwise cuDNN's attention. On an H200 (32 query / 2 key-value heads of 128,
+# bf16, plan built) cuDNN took 3.45 ms at 16,144 tokens against 6.32 ms for the flash kernel, 0.770 against
+# 1.486 at 7,517 and 0.208 against 0.393 at 3,344 (in the whole image prefill 0.24 against 0.45 ms a layer).
+# But each new shape costs a plan of about 50 ms (1.2 s for the first in a process). So the length is padded
 # up to a bucket (`cudnn_bucket`: 1/32 of the length's power-of-two ceiling, at least 256 tokens; padding
 # rows come after every real row and causal attention never lets a real row see them), and a layer takes
 # cuDNN only from the second prefill of a bucket on: a one-off length keeps the flash kernel, a service sees
 # its buckets recur. Buckets that grow with the length pad at most 1/16 of the rows (16 plans an octave);
 # fixed buckets of 1,024 padded 16,144 tokens to 17,408 (16% more causal work) and 4,097 to 5,120.
 # Below 2,048 tokens the flash kernel stays: the gain is a few microseconds a layer there.
-# Taking cuDNN from 2,048 rather than 4,096 tokens brought the image prefill (3,344 tokens, full depth)
-# from 0.061 to 0.059 s on an H200.
+# Taking cuDNN from 2,048 rather than 4,096 tokens brought the image prefill (3,344 tokens, full depth) from
+# 0.061 to 0.059 s on an H200.
 CUDNN_MIN_LENGTH = 2048
 CUDNN_MIN_BUCKET = 256
 CUDNN_BUCKET_FRACTION = 32  # a bucket is this fraction of the length's power-of-two ceiling
