@@ -38,6 +38,9 @@ def flash4_gpu() -> None:
     Blackwell GPU (the compute capabilities both our wrappers of it serve)."""
     import torch
 
+    from backbone.kernels import flash4_prefill
+    from encoders import flash4
+
     pytest.importorskip("flash_attn.cute")
-    if torch.cuda.get_device_capability()[0] not in (9, 10):
+    if torch.cuda.get_device_capability()[0] not in set(flash4._ARCHES) & set(flash4_prefill._ARCHES):
         pytest.skip("FlashAttention 4 serves Hopper and Blackwell")
