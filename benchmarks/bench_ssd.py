@@ -6,6 +6,11 @@ and each path's max relative error against `backbone.ssd.ssd_chunked` (chunk 128
 --quick) a per-kernel breakdown of the parallel path at each length, a sweep of its tile choices at the
 longest length, and short lengths around the automatic path-selection threshold.
 
+Then the chunk-parallel path's products: kernel time (the profiler's sum over its kernels, so the host's
+launch time is left out) and error with 16-bit products (the default for bf16) and with TF32, beside
+mamba-ssm's chunked scan (`_mamba_chunk_scan_combined_fwd`, what transformers' Mamba-2 layers call
+where it is installed) when `mamba_ssm` imports.
+
 Usage: python benchmarks/bench_ssd.py [--lengths 3344 7517 16144] [--reps 20] [--quick]
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -79,6 +85,67 @@ def main_table(lengths: list[int], reps: int) -> None:
         err_one = worst_err(ssd_chunked_triton(x, dt, A, B, C, D, parallel=False), ref)
         err_par = worst_err(ssd_chunked_triton(x, dt, A, B, C, D, parallel=True), ref)
         print(f"{length:>6} {one:>12.3f} {par:>12.3f} {one / par:>8.2f}x {err_one:>13.2e} {err_par:>13.2e}")
+        del ref
+        torch.cuda.empty_cache()
+
+
+def kernel_ms(fn, calls: int = 10) -> float:
+    """Mean GPU kernel time of one call of `fn` (ms), from the profiler: launches and allocations excluded."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    total_us = sum(e.device_time_total for e in prof.key_averages() if e.device_type.name == "CUDA")
+    return total_us / calls / 1000
+
+
+def mamba_ssm_scan():
+    """mamba-ssm's forward chunked scan as (x, dt, A, B, C, D) -> (y, final state), or None."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import _mamba_chunk_scan_combined_fwd
+    except Exception:  # not installed, or built without its extensions
+        return None
+
+    def scan(x, dt, A, B, C, D):
+        out = _mamba_chunk_scan_combined_fwd(x, dt, A, B, C, 128, D=D)
+        return out[0], out[5]
+
+    return scan
+
+
+def products_table(lengths: list[int]) -> None:
+    reference = mamba_ssm_scan()
+    print("\nchunk-parallel path, kernel time in ms (profiler) and error against the fp32 scan:")
+    header = f"{'L':>6} {'16-bit ms':>10} {'TF32 ms':>8} {'ratio':>6} {'err 16-bit':>11} {'err TF32':>9}"
+    print(header + (f" {'mamba-ssm ms':>13} {'err':>9}" if reference else "  (mamba_ssm not importable)"))
+    for length in lengths:
+        inputs = make_inputs(length)
+        x, dt, A, B, C, D = inputs
+        ref = ssd_chunked(x, dt, A, B, C, 128, D)
+        runs = {
+            native: partial(
+                ssd_chunked_parallel_triton,
+                *inputs,
+                out_dtype=x.dtype,
+                start_dtype=x.dtype,
+                native_dots=native,
+            )
+            for native in (True, False)
+        }
+        native_ms, tf32_ms = kernel_ms(runs[True]), kernel_ms(runs[False])
+        row = (
+            f"{length:>6} {native_ms:>10.3f} {tf32_ms:>8.3f} {tf32_ms / native_ms:>5.2f}x"
+            f" {worst_err(runs[True](), ref):>11.2e} {worst_err(runs[False](), ref):>9.2e}"
+        )
+        if reference:
+            ms = kernel_ms(partial(reference, *inputs))
+            row += f" {ms:>13.3f} {worst_err(reference(*inputs), ref):>9.2e}"
+        print(row)
         del ref
         torch.cuda.empty_cache()
 
@@ -161,6 +228,7 @@ def main() -> None:
         sys.exit("needs a CUDA device")
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     main_table(args.lengths, args.reps)
+    products_table(args.lengths)
     if not args.quick:
         for length in args.lengths:
             try:

@@ -57,6 +57,15 @@ def store_tile(ptr, rows, cols, s_row, s_col, mask_rows, mask_cols, value):
 
 
 @triton.jit
+def dot16(a, b, acc, WIDEN: tl.constexpr):
+    """acc + a @ b for 16-bit tiles a and b, summed in fp32 on tensor cores. WIDEN (for Triton's CPU
+    interpreter, whose 16-bit product is wrong) multiplies the same values widened to fp32, exactly."""
+    if WIDEN:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc=acc, input_precision="ieee")
+    return tl.dot(a, b, acc=acc)
+
+
+@triton.jit
 def discretized_dt(dt_raw, dt_bias, dt_low, dt_high, HAS_LIMIT: tl.constexpr):
     """softplus(dt_raw + dt_bias) in fp32 with torch's threshold (x > 20 -> x), clamped to [dt_low, dt_high]
     with HAS_LIMIT. log1p(u) is evaluated as log(1 + u) * u / ((1 + u) - 1), which keeps full precision
@@ -75,6 +84,12 @@ def discretized_dt(dt_raw, dt_bias, dt_low, dt_high, HAS_LIMIT: tl.constexpr):
 def block_size(size: int, floor: int = 16) -> int:
     """The power-of-two tile covering `size`, at least `floor`."""
     return max(floor, triton.next_power_of_2(size))
+
+
+def sixteen_bit(*tensors: torch.Tensor) -> bool:
+    """Whether the tensors share one 16-bit dtype, so their products can run on 16-bit tensor cores."""
+    dtype = tensors[0].dtype
+    return dtype in (torch.bfloat16, torch.float16) and all(t.dtype == dtype for t in tensors)
 
 
 def dot_precision(x: torch.Tensor) -> str:

@@ -29,7 +29,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .ssd_common import block_size, dot_precision, load_tile, program_coords, scan_outputs, store_tile
+from .ssd_common import (
+    block_size,
+    dot16,
+    dot_precision,
+    load_tile,
+    program_coords,
+    scan_outputs,
+    sixteen_bit,
+    store_tile,
+)
 
 
 @triton.jit
@@ -73,7 +82,7 @@ def _chunk_state_kernel(
     sdt_b, sdt_l, sdt_h,
     sB_b, sB_l, sB_g, sB_n,
     CHUNK: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, NATIVE_DOTS: tl.constexpr, WIDEN: tl.constexpr,
 ):  # fmt: skip
     pid_bh = tl.program_id(0)
     chunk_index = tl.program_id(1)
@@ -110,9 +119,15 @@ def _chunk_state_kernel(
         dA = dt * A
         to_end = tl.exp(total - (prefix + tl.cumsum(dA, axis=0))) * dt  # [K]
         prefix += tl.sum(dA, axis=0)
-        x = load_tile(x_chunk, local, offs_p, sx_l, sx_p, mask_l, mask_p).to(tl.float32)
-        Bm = load_tile(B_chunk, local, offs_n, sB_l, sB_n, mask_l, mask_n).to(tl.float32)
-        contribution = tl.dot(tl.trans(x * to_end[:, None]), Bm, acc=contribution, input_precision=PRECISION)
+        x = load_tile(x_chunk, local, offs_p, sx_l, sx_p, mask_l, mask_p)
+        Bm = load_tile(B_chunk, local, offs_n, sB_l, sB_n, mask_l, mask_n)
+        scaled = x.to(tl.float32) * to_end[:, None]
+        if NATIVE_DOTS:  # 16-bit operands (the scaled x rounded once), fp32 sums
+            contribution = dot16(tl.trans(scaled.to(x.dtype)), Bm, contribution, WIDEN)
+        else:
+            contribution = tl.dot(
+                tl.trans(scaled), Bm.to(tl.float32), acc=contribution, input_precision=PRECISION
+            )
 
     state_ptrs, state_mask = _chunk_state_tile(
         states_ptr, b, h, chunk_index, num_chunks, heads, head_dim, dstate, offs_p, offs_n, mask_p, mask_n
@@ -180,8 +195,8 @@ def _chunk_scores_kernel(
     length, num_chunks, groups, dstate,
     sB_b, sB_l, sB_g, sB_n,
     sC_b, sC_l, sC_g, sC_n,
-    CB_NATIVE: tl.constexpr, CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    NATIVE_DOTS: tl.constexpr, CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr, WIDEN: tl.constexpr,
 ):  # fmt: skip
     # One program: rows [m, m + BLOCK_M) of a chunk against the columns up to the diagonal, in blocks of
     # BLOCK_M, the output pass's own blocks; the blocks above the diagonal are never read and are left
@@ -203,9 +218,9 @@ def _chunk_scores_kernel(
     while k <= m:
         local_k = k + offs_m
         Bm = load_tile(B_chunk, local_k, offs_n, sB_l, sB_n, first + local_k < length, mask_n)
-        if CB_NATIVE:
+        if NATIVE_DOTS:
             # 16-bit B and C: their products are exact in fp32, as with TF32 on the widened values.
-            scores = tl.dot(Cm, tl.trans(Bm))
+            scores = dot16(Cm, tl.trans(Bm), tl.zeros((BLOCK_M, BLOCK_M), dtype=tl.float32), WIDEN)
         else:
             scores = tl.dot(Cm.to(tl.float32), tl.trans(Bm.to(tl.float32)), input_precision=PRECISION)
         tl.store(
@@ -225,7 +240,7 @@ def _chunk_output_kernel(
     sy_b, sy_l, sy_h, sy_p,
     HAS_D: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, NATIVE_DOTS: tl.constexpr, WIDEN: tl.constexpr,
 ):  # fmt: skip
     # One program: rows [m, m + BLOCK_M) of a chunk, one block of head channels. Columns are taken in
     # blocks of BLOCK_M up to the diagonal; blocks above it contribute nothing and are skipped.
@@ -250,9 +265,13 @@ def _chunk_output_kernel(
     state_ptrs, state_mask = _chunk_state_tile(
         states_ptr, b, h, chunk_index, num_chunks, heads, head_dim, dstate, offs_p, offs_n, mask_p, mask_n
     )
-    start = tl.load(state_ptrs, mask=state_mask, other=0.0).to(tl.float32)
+    start = tl.load(state_ptrs, mask=state_mask, other=0.0)
     # The chunk's start state: exp(c_i) C_i . start.
-    y = tl.dot(Cm.to(tl.float32), tl.trans(start), input_precision=PRECISION) * tl.exp(cum_m)[:, None]
+    if NATIVE_DOTS:
+        y = dot16(Cm, tl.trans(start.to(Cm.dtype)), tl.zeros((BLOCK_M, BLOCK_P), dtype=tl.float32), WIDEN)
+    else:
+        y = tl.dot(Cm.to(tl.float32), tl.trans(start.to(tl.float32)), input_precision=PRECISION)
+    y = y * tl.exp(cum_m)[:, None]
 
     groups = heads // heads_per_group
     k = 0
@@ -269,8 +288,11 @@ def _chunk_output_kernel(
         # exp of a masked difference: above the diagonal it would overflow, so it is zeroed before exp.
         diff = tl.where(local_m[:, None] >= local_k[None, :], cum_m[:, None] - cum_k[None, :], float("-inf"))
         weights = scores * tl.exp(diff) * dt[None, :]
-        x = load_tile(x_chunk, local_k, offs_p, sx_l, sx_p, mask_k, mask_p).to(tl.float32)
-        y = tl.dot(weights, x, acc=y, input_precision=PRECISION)
+        x = load_tile(x_chunk, local_k, offs_p, sx_l, sx_p, mask_k, mask_p)
+        if NATIVE_DOTS:
+            y = dot16(weights.to(x.dtype), x, y, WIDEN)
+        else:
+            y = tl.dot(weights, x.to(tl.float32), acc=y, input_precision=PRECISION)
         k += BLOCK_M
 
     if HAS_D:
@@ -295,6 +317,7 @@ def ssd_chunked_parallel_triton(
     output_block_p: int | None = None,
     out_dtype: torch.dtype = torch.float32,
     start_dtype: torch.dtype = torch.float32,
+    native_dots: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked SSD scan in four passes, parallel over chunks. x [b, L, h, p], dt [b, L, h], A [h],
     B and C [b, L, g, n], D [h], initial_state [b, h, p, n]; inputs may be strided views. Returns
@@ -307,10 +330,18 @@ def ssd_chunked_parallel_triton(
     Tile choices (the result does not depend on them beyond rounding): `chunk`, a power of two >= 16;
     `block`, the rows of a chunk one matrix product takes (a power of two >= 16 dividing `chunk`);
     `block_p`, head channels per program of pass 1; `output_block_p`, of the output pass; `state_block`,
-    state elements per program of the serial pass; `num_warps`, of the chunk-parallel passes. fp32
-    inputs use exact fp32 products, lower-precision ones TF32 (exact for bf16 operands). Scratch: one fp32
-    state [p, n] per (batch, chunk, head), one more in `start_dtype` where that is not fp32, and one fp32
-    [chunk, chunk] block of scores per (batch, chunk, group).
+    state elements per program of the serial pass; `num_warps`, of the chunk-parallel passes. Scratch: one
+    fp32 state [p, n] per (batch, chunk, head), one more in `start_dtype` where that is not fp32, and one
+    fp32 [chunk, chunk] block of scores per (batch, chunk, group).
+
+    Products: fp32 inputs use exact fp32 ones. With `native_dots` (the default where x, B and C share a
+    16-bit dtype) every product runs on 16-bit tensor cores with fp32 sums, as in mamba-ssm's kernels:
+    the operands scaled in fp32 (x by its decay and dt, the scores by theirs) and the start states are
+    rounded to that dtype once before they are multiplied. Without it they multiply in TF32, exact for
+    16-bit operands but at half the tensor-core rate. On an H200 (bf16, 64 heads, p 64, n 128) the four
+    passes took 0.306 against 0.424 ms of kernel time at 7,517 tokens and 0.611 against 0.879 ms at
+    16,144; the output's largest error against the fp32 scan grew from 2.6e-3 to 4.4e-3 of its largest
+    value at 7,517 tokens, the same as mamba-ssm's (`benchmarks/bench_ssd.py`).
     """
     batch, length, heads, head_dim = x.shape
     groups, dstate = B.shape[2], B.shape[3]
@@ -318,6 +349,10 @@ def ssd_chunked_parallel_triton(
     num_chunks = triton.cdiv(length, chunk)
     exact = x.dtype == torch.float32
     precision = dot_precision(x)
+    if native_dots is None:
+        native_dots = sixteen_bit(x, B, C)
+    # Triton's CPU interpreter multiplies 16-bit tiles wrongly: there they are widened first.
+    widen = not x.is_cuda
     # Exact fp32 products run on CUDA cores and hold their operands in registers: smaller tiles keep
     # them from spilling. For bf16 on an H200 (p 64, n 128, 16,144 tokens), the whole scan with its
     # scores formed in the output pass: 64 rows x 32 channels took 1.21 ms, 64 x 64 1.30 ms, 128 x 64
@@ -349,7 +384,7 @@ def ssd_chunked_parallel_triton(
         length, num_chunks, heads, heads // groups, head_dim, dstate,
         *x.stride(), *dt.stride(), *B.stride(),
         CHUNK=chunk, BLOCK_K=block, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=precision,
-        num_warps=num_warps,
+        NATIVE_DOTS=native_dots, WIDEN=widen, num_warps=num_warps,
     )  # fmt: skip
     init = initial_state if initial_state is not None else final
     # fp32 start states overwrite the chunks' own contributions in place
@@ -361,16 +396,13 @@ def ssd_chunked_parallel_triton(
         HAS_INIT=initial_state is not None, BLOCK=state_block,
         num_warps=max(1, min(8, state_block // 128)),
     )  # fmt: skip
-    # 16-bit B and C multiply on tensor cores as they are; Triton's CPU interpreter widens them first,
-    # as its 16-bit dot is not exact.
-    cb_native = B.dtype == C.dtype and B.dtype in (torch.bfloat16, torch.float16) and B.is_cuda
     scores = torch.empty(batch, num_chunks, groups, chunk, chunk, dtype=torch.float32, device=device)
     _chunk_scores_kernel[(batch * groups, num_chunks, chunk // block)](
         B, C, scores,
         length, num_chunks, groups, dstate,
         *B.stride(), *C.stride(),
-        CB_NATIVE=cb_native, CHUNK=chunk, BLOCK_M=block, BLOCK_N=block_n, PRECISION=precision,
-        num_warps=num_warps,
+        NATIVE_DOTS=sixteen_bit(B, C), CHUNK=chunk, BLOCK_M=block, BLOCK_N=block_n, PRECISION=precision,
+        WIDEN=widen, num_warps=num_warps,
     )  # fmt: skip
     _chunk_output_kernel[(batch * heads, num_chunks * (chunk // block), triton.cdiv(head_dim, output_block_p))](
         x, dt, B, C, D if D is not None else A, starts, cum, scores, y,
@@ -378,6 +410,6 @@ def ssd_chunked_parallel_triton(
         *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *y.stride(),
         HAS_D=D is not None,
         CHUNK=chunk, BLOCK_M=block, BLOCK_P=output_block_p, BLOCK_N=block_n, PRECISION=precision,
-        num_warps=num_warps,
+        NATIVE_DOTS=native_dots, WIDEN=widen, num_warps=num_warps,
     )  # fmt: skip
     return y, final

@@ -169,8 +169,10 @@ def ssd_chunked_triton(
     from 1.182 to 1.102 ms, and from 0.634 to 0.582 ms at 7,517 tokens.
 
     `chunk` is the kernels' own tile length (the result does not depend on it); fp32 inputs use exact
-    fp32 products, lower-precision inputs TF32 tensor cores (exact for bf16 operands). `parallel` forces
-    the chunk-parallel kernels (True) or the one-pass kernel (False); None picks by `uses_parallel_path`.
+    fp32 products. For 16-bit inputs the one-pass kernel multiplies in TF32 (exact for their operands),
+    the chunk-parallel kernels on 16-bit tensor cores (see `ssd_chunked_parallel_triton`). `parallel`
+    forces the chunk-parallel kernels (True) or the one-pass kernel (False); None picks by
+    `uses_parallel_path`.
     """
     batch, length, heads, head_dim = x.shape
     groups, dstate = B.shape[2], B.shape[3]

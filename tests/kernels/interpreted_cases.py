@@ -106,6 +106,22 @@ def parallel_cases(results: dict) -> None:
     y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 8, D, initial_state=state)
     results["parallel/tiles"] = max(rel_err(y, y_ref), rel_err(final, final_ref))
 
+    # bf16 x, B and C: 16-bit products with fp32 sums by default (scaled operands rounded once), TF32 on
+    # request; both against the fp32 scan of the same bf16 values.
+    x16, B16, C16 = x.bfloat16(), B.bfloat16(), C.bfloat16()
+    y_ref16, final_ref16 = ssd_chunked(
+        x16.float(), dt, A, B16.float(), C16.float(), 8, D, initial_state=state
+    )
+    tiles = dict(chunk=32, block=16, block_p=16, state_block=64, output_block_p=16)
+    y_native, final_native = ssd_chunked_parallel_triton(x16, dt, A, B16, C16, D, state, **tiles)
+    y_tf32, final_tf32 = ssd_chunked_parallel_triton(
+        x16, dt, A, B16, C16, D, state, native_dots=False, **tiles
+    )
+    results["parallel/native/y"] = rel_err(y_native, y_ref16)
+    results["parallel/native/final"] = rel_err(final_native, final_ref16)
+    results["parallel/native/tf32"] = max(rel_err(y_tf32, y_ref16), rel_err(final_tf32, final_ref16))
+    results["parallel/native/rounded"] = float(not torch.equal(y_native, y_tf32))
+
     # 16-bit outputs and start states: y rounded once, the final state still summed and kept in fp32.
     y, final = ssd_chunked_parallel_triton(
         x, dt, A, B, C, D, state, chunk=32, block=16, out_dtype=torch.bfloat16, start_dtype=torch.bfloat16

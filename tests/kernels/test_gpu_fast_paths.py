@@ -67,9 +67,10 @@ def test_parallel_chunked_kernel_bf16(with_state):
     y_one, final_one = ssd_chunked_triton(x, dt, A, B, C, D, initial, parallel=False)
     y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 128, D, initial_state=initial)
     assert y.dtype == y_one.dtype == torch.bfloat16 and final.dtype == torch.float32
-    # TF32 products, y and the chunks' start states rounded to bf16
-    assert rel_err(y, y_ref) <= 5e-3 and rel_err(final, final_ref) <= 5e-3
-    assert rel_err(y, y_one) <= 5e-3 and rel_err(final, final_one) <= 5e-3
+    # bf16 products with fp32 sums (the scaled operands rounded once, as in mamba-ssm's kernels), y and
+    # the chunks' start states rounded to bf16; the one-pass kernel multiplies in TF32
+    assert rel_err(y, y_ref) <= 1e-2 and rel_err(final, final_ref) <= 1e-2
+    assert rel_err(y, y_one) <= 1e-2 and rel_err(final, final_one) <= 1e-2
     assert uses_parallel_path(4000)
     y_auto, final_auto = ssd_chunked_triton(x, dt, A, B, C, D, initial)
     assert torch.equal(y_auto, y) and torch.equal(final_auto, final)

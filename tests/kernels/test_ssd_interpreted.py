@@ -70,6 +70,16 @@ def test_parallel_scan_rounds_outputs_and_start_states_to_bf16_only(results):
     assert results["parallel/bf16_starts/final"] <= TOLERANCE, results["parallel/bf16_starts/final"]
 
 
+def test_parallel_scan_multiplies_bf16_operands_in_bf16_by_default(results):
+    """bf16 x, B and C: the default 16-bit products round each scaled operand once (as mamba-ssm's kernels
+    do), within bf16 rounding of the fp32 scan of the same values; TF32 products (`native_dots=False`)
+    stay exact."""
+    assert results["parallel/native/rounded"] == 1.0
+    assert results["parallel/native/y"] <= 1e-2, results["parallel/native/y"]
+    assert results["parallel/native/final"] <= 1e-2, results["parallel/native/final"]
+    assert results["parallel/native/tf32"] <= TOLERANCE, results["parallel/native/tf32"]
+
+
 def test_parallel_scan_left_padding(results):
     assert results["parallel/padding"] <= 1e-5
     assert results["parallel/padded_outputs"] == 0.0
