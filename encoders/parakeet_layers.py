@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders import fast_path, silu_linear_quack
+from encoders import fast_path
 from encoders.audio_clips import subsampled_length, subsampled_lengths
 from encoders.parakeet_attention import ClipLayout, RelPositionSelfAttention
 from encoders.parakeet_config import ParakeetConfig
@@ -70,41 +70,18 @@ class ConvSubsampling(nn.Module):
         in_place = not (
             torch.is_grad_enabled() and (features.requires_grad or self.linear.weight.requires_grad)
         )
-        # On the GPU the convolutions run channels-last: cuDNN's depthwise and pointwise kernels then need
-        # no layout changes, and each frame's [mel, channel] block is contiguous for the projection.
-        channels_last = runs_channels_last(x)
         lengths, shortest = frame_lengths, int(frame_lengths.min()) if in_place else 0
         x = _zero_past(x, lengths, shortest, in_place)
         for layer in self.layers:
             if isinstance(layer, nn.ReLU):
                 x = x.relu_() if in_place else layer(x)
                 continue
-            x = _conv2d(layer, x, channels_last)
+            x = layer(x)
             if layer.stride[0] != 1:
                 lengths = subsampled_lengths(lengths, self.kernel_size, self.stride, 1)
                 shortest = subsampled_length(shortest, self.kernel_size, self.stride, 1)
             x = _zero_past(x, lengths, shortest, in_place)
-        if not channels_last:
-            return self.linear(x.transpose(1, 2).flatten(2))  # [B, F', channels * mel_out]
-        # [B, F', mel_out, channels] is x's own memory order; the weight's columns are put in that order
-        # (a copy of the weight, much smaller than one of x)
-        channels, mel_out = x.shape[1], x.shape[3]
-        weight = self.linear.weight.unflatten(1, (channels, mel_out)).transpose(1, 2).flatten(1)
-        return F.linear(x.permute(0, 2, 3, 1).flatten(2), weight, self.linear.bias)
-
-
-def runs_channels_last(features: torch.Tensor) -> bool:
-    """Whether the subsampling convolutions run channels-last: on the GPU."""
-    return features.is_cuda
-
-
-def _conv2d(conv: nn.Conv2d, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """``conv(x)``; with `channels_last`, on channels-last copies of its (small) weight, so the output is
-    channels-last too."""
-    if not channels_last:
-        return conv(x)
-    weight = conv.weight.contiguous(memory_format=torch.channels_last)
-    return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return self.linear(x.transpose(1, 2).flatten(2))  # [B, F', channels * mel_out]
 
 
 def _zero_past(x: torch.Tensor, lengths: torch.Tensor, start: int, in_place: bool) -> torch.Tensor:
@@ -131,14 +108,6 @@ class FeedForward(nn.Module):
         self.dropout = config.activation_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            self.act is F.silu
-            and not (self.training and self.dropout)
-            and silu_linear_quack.usable(x, self.linear1)
-        ):
-            h = silu_linear_quack.linear_silu(x, self.linear1)  # the SiLU in the GEMM's epilogue
-            if h is not None:
-                return self.linear2(h)
         h = F.dropout(self.act(self.linear1(x)), self.dropout, self.training)
         return self.linear2(h)
 

@@ -127,24 +127,6 @@ def test_parity_with_transformers_tower(saved_omni, ours, front_end):
         assert rel_err(hidden[row][kept[row]], ref[:count]) < 1e-4
 
 
-def test_channels_last_subsampling_matches_transformers(saved_omni, ours, front_end, monkeypatch):
-    """The GPU's channels-last subsampling (forced here on the CPU), padded clips included: the same
-    outputs as the default layout's and as transformers' tower."""
-    import encoders.parakeet_layers as layers
-
-    model, _ = saved_omni
-    features, mask = front_end(waves([32000, 1280 * 3 + 500]))
-    with torch.no_grad():
-        reference = model.audio_tower(input_features=features, attention_mask=mask).last_hidden_state
-        default = ours.encoder.subsampling(features, mask.sum(-1))
-        monkeypatch.setattr(layers, "runs_channels_last", lambda features: True)
-        subsampled = ours.encoder.subsampling(features, mask.sum(-1))
-        hidden, _ = ours(features, mask)
-    assert rel_err(subsampled, default) < 1e-5
-    for row, n in enumerate(model.audio_tower._get_subsampling_output_length(mask.sum(-1)).tolist()):
-        assert rel_err(hidden[row, :n], reference[row, :n]) < 1e-4
-
-
 def test_kept_outputs_match_the_omni_models_audio_features(saved_omni, ours, front_end):
     model, _ = saved_omni
     features, mask = front_end(waves([16000]))
