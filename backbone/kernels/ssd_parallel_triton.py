@@ -338,10 +338,13 @@ def ssd_chunked_parallel_triton(
     16-bit dtype) every product runs on 16-bit tensor cores with fp32 sums, as in mamba-ssm's kernels:
     the operands scaled in fp32 (x by its decay and dt, the scores by theirs) and the start states are
     rounded to that dtype once before they are multiplied. Without it they multiply in TF32, exact for
-    16-bit operands but at half the tensor-core rate. On an H200 (bf16, 64 heads, p 64, n 128) the four
-    passes took 0.306 against 0.424 ms of kernel time at 7,517 tokens and 0.611 against 0.879 ms at
-    16,144; the output's largest error against the fp32 scan grew from 2.6e-3 to 4.4e-3 of its largest
-    value at 7,517 tokens, the same as mamba-ssm's (`benchmarks/bench_ssd.py`).
+    16-bit operands but at half the tensor-core rate. On an H200 (bf16, 64 heads, p 64, n 128;
+    `benchmarks/bench_ssd.py`) the four passes took 0.143 against 0.202 ms of kernel time at 3,344
+    tokens, 0.306 against 0.422 at 7,517 and 0.611 against 0.880 at 16,144; the largest error against
+    the fp32 scan grew from 2.4e-3 to 3.9e-3 of the largest value at 7,517 tokens. mamba-ssm's forward
+    kernels took about the same time there (0.305 ms) with the same output error. Pass 1 then takes at
+    most 32 head channels a program: with 64, its compiled kernel (Triton 3.6.0, H200) returned wrong
+    outputs now and then for strided inputs, which Triton's interpreter computes right.
     """
     batch, length, heads, head_dim = x.shape
     groups, dstate = B.shape[2], B.shape[3]
@@ -370,6 +373,8 @@ def ssd_chunked_parallel_triton(
     block_n = block_size(dstate)
     if chunk % block or block < 16:
         raise ValueError(f"block {block} must be >= 16 and divide chunk {chunk}")
+    if native_dots and block_p > 32:
+        raise ValueError(f"block_p {block_p} with 16-bit products: at most 32 (see the docstring)")
 
     y, final = scan_outputs(x, dstate, out_dtype)
     if num_chunks == 0:

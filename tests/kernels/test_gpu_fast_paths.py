@@ -91,6 +91,22 @@ def test_parallel_chunked_kernel_fp32_strided():
     assert rel_err(final, final_ref) <= 1e-4
 
 
+def test_parallel_chunked_kernel_bf16_strided_released_widths():
+    """bf16 at the released widths (64 heads of 64, 8 groups, n 128) and an audio prompt's length, x, B and
+    C strided views of one packed tensor as the mixer passes them: within bf16 rounding of the reference."""
+    from backbone.kernels.ssd_triton import ssd_chunked_triton
+
+    x, dt, A, B, C, D, _ = _inputs(1, 7517, 64, 64, 8, 128, dtype=torch.bfloat16)
+    packed = torch.cat([x.flatten(2), B.flatten(2), C.flatten(2)], dim=-1)
+    xv = packed[..., :4096].unflatten(-1, (64, 64))
+    Bv = packed[..., 4096:5120].unflatten(-1, (8, 128))
+    Cv = packed[..., 5120:].unflatten(-1, (8, 128))
+    y, final = ssd_chunked_triton(xv, dt, A, Bv, Cv, D)
+    y_ref, final_ref = ssd_chunked(x.float(), dt, A, B.float(), C.float(), 128, D)
+    assert y.dtype == torch.bfloat16
+    assert rel_err(y, y_ref) <= 1e-2 and rel_err(final, final_ref) <= 1e-2
+
+
 def test_step_kernel_matches_reference():
     from backbone.kernels.ssd_triton import ssd_step_triton
 

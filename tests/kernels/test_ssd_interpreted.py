@@ -80,6 +80,20 @@ def test_parallel_scan_multiplies_bf16_operands_in_bf16_by_default(results):
     assert results["parallel/native/tf32"] <= TOLERANCE, results["parallel/native/tf32"]
 
 
+def test_parallel_scan_refuses_wide_pass_one_tiles_with_16_bit_products():
+    """64 head channels a program in pass 1 with 16-bit products: a clear error, not a launch (its
+    compiled kernel gave wrong outputs on a GPU)."""
+    import torch
+
+    from backbone.kernels.ssd_parallel_triton import ssd_chunked_parallel_triton
+
+    x = torch.zeros(1, 64, 2, 64, dtype=torch.bfloat16)
+    B = C = torch.zeros(1, 64, 1, 16, dtype=torch.bfloat16)
+    dt, A = torch.zeros(1, 64, 2), torch.zeros(2)
+    with pytest.raises(ValueError, match="block_p 64"):
+        ssd_chunked_parallel_triton(x, dt, A, B, C, block_p=64)
+
+
 def test_parallel_scan_left_padding(results):
     assert results["parallel/padding"] <= 1e-5
     assert results["parallel/padded_outputs"] == 0.0
