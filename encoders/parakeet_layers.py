@@ -27,6 +27,12 @@ except ImportError:  # no Triton: the torch path only
         return False
 
 
+try:
+    from encoders import parakeet_subsampling_triton as subsampling_kernels
+except ImportError:  # no Triton: the torch path only
+    subsampling_kernels = None
+
+
 _ACTIVATIONS = {"silu": F.silu, "swish": F.silu, "relu": F.relu, "gelu": F.gelu}
 
 
@@ -65,13 +71,20 @@ class ConvSubsampling(nn.Module):
         self.linear = nn.Linear(c * mel_out, config.hidden_size)
 
     def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        if self._kernels_usable(features):
+            out = fast_path.attempt(
+                ("subsampling", features.dtype, self.kernel_size, self.stride, self.stages),
+                lambda: self._forward_kernels(features, frame_lengths),
+            )
+            if out is not None:
+                return out
         x = features.unsqueeze(1)  # [B, 1, F, mels]
         # inference: ReLU in place, and only the time steps past the shortest clip get zeroed, in place
         in_place = not (
             torch.is_grad_enabled() and (features.requires_grad or self.linear.weight.requires_grad)
         )
         lengths, shortest = frame_lengths, int(frame_lengths.min()) if in_place else 0
-        x = _zero_past(x, lengths, shortest, in_place)
+        x = _zero_past(x, lengths, 0, in_place=False)  # a copy: the caller's features stay as they are
         for layer in self.layers:
             if isinstance(layer, nn.ReLU):
                 x = x.relu_() if in_place else layer(x)
@@ -82,6 +95,63 @@ class ConvSubsampling(nn.Module):
                 shortest = subsampled_length(shortest, self.kernel_size, self.stride, 1)
             x = _zero_past(x, lengths, shortest, in_place)
         return self.linear(x.transpose(1, 2).flatten(2))  # [B, F', channels * mel_out]
+
+    def _kernels_usable(self, features: torch.Tensor) -> bool:
+        """Inference on a 16-bit CUDA tensor with Triton there, and the stack the kernels serve: square
+        odd kernels with 'same' padding and equal strides, a first convolution from one channel."""
+        if subsampling_kernels is None or features.dim() != 3:
+            return False
+        k, s = self.kernel_size, self.stride
+        strided = [self.layers[0], *self.layers[2::3]]
+        pointwise = self.layers[3::3]
+        same = all(
+            conv.kernel_size == (k, k) and conv.stride == (s, s) and conv.padding == ((k - 1) // 2,) * 2
+            and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+            for conv in strided
+        )  # fmt: skip
+        return (
+            k % 2 == 1
+            and same
+            and strided[0].in_channels == 1
+            and strided[0].groups == 1
+            and all(conv.groups == conv.out_channels for conv in strided[1:])
+            and all(conv.kernel_size == (1, 1) and conv.bias is not None for conv in pointwise)
+            and fast_path.inference_kernel_usable(features, self.parameters())
+        )
+
+    def _forward_kernels(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """The forward on `parakeet_subsampling_triton`, channels last: no masking pass until the last
+        stage, since each depthwise convolution reads the rows past a clip's length as zeros."""
+        k, s, kernels = self.kernel_size, self.stride, subsampling_kernels
+        first = self.layers[0]
+        sources = [t for t in (first.weight, first.bias) if t is not None]
+        operands = fast_path.derived(self, "first", sources, lambda: kernels.conv_operands(first))
+        x = kernels.first_conv_relu(features, frame_lengths, operands, k, s)  # [B, T, mels, C]
+        lengths = subsampled_lengths(frame_lengths, k, s, 1)
+        for stage in range(1, self.stages):
+            depthwise, pointwise = self.layers[3 * stage - 1], self.layers[3 * stage]
+            taps = fast_path.derived(
+                self, f"depthwise{stage}", [t for t in (depthwise.weight, depthwise.bias) if t is not None],
+                lambda conv=depthwise: kernels.conv_operands(conv),
+            )  # fmt: skip
+            x = kernels.depthwise_conv(x, lengths, taps, k, s)
+            lengths = subsampled_lengths(lengths, k, s, 1)
+            channels = pointwise.out_channels
+            x = torch._addmm_activation(
+                pointwise.bias, x.view(-1, x.shape[-1]), pointwise.weight.view(channels, -1).t()
+            ).view(*x.shape[:3], channels)
+        steps = torch.arange(x.shape[1], device=x.device)
+        x.masked_fill_((steps[None, :] >= lengths[:, None])[:, :, None, None], 0.0)
+        weight = fast_path.derived(self, "linear", [self.linear.weight], self._channels_last_linear_weight)
+        return F.linear(x.flatten(2), weight, self.linear.bias)  # [B, F', mel_out * channels]
+
+    def _channels_last_linear_weight(self) -> torch.Tensor:
+        """``linear``'s weight with its columns in (mel, channel) order, to read channels-last frames."""
+        hidden, width = self.linear.weight.shape
+        channels = self.layers[0].out_channels
+        with torch.no_grad():
+            columns = self.linear.weight.view(hidden, channels, width // channels).transpose(1, 2)
+            return columns.reshape(hidden, width)
 
 
 def _zero_past(x: torch.Tensor, lengths: torch.Tensor, start: int, in_place: bool) -> torch.Tensor:

@@ -26,6 +26,7 @@ from .ssd_common import discretized_dt
 
 _BLOCK_L = 32
 _BLOCK_C = 128
+_CONV_WARPS = 4
 _DT_ROWS = 64  # token rows per program of the time-step kernel
 
 
@@ -115,7 +116,7 @@ def causal_conv_silu(
         state.stride(0), state.stride(1), state.stride(-1), out.stride(0), out.stride(1),
         K=kernel, HAS_BIAS=bias is not None, HAS_MASK=token_mask is not None,
         HAS_STATE=conv_state is not None and kernel > 1, BLOCK_L=_BLOCK_L, BLOCK_C=_BLOCK_C,
-        num_warps=4,
+        num_warps=_CONV_WARPS,
     )  # fmt: skip
     if new_state is not None:
         conv_state.copy_(new_state)  # after the kernel read the old state (same stream)

@@ -276,3 +276,13 @@ def test_copies_start_without_graphs_on_their_own_layers():
     assert graphs is not encoder.encoder.layer_graphs and not graphs.graphs
     assert graphs._layers[0] is clone.encoder.layers
     assert not graphs.usable(features)  # CPU tensors
+
+
+def test_subsampling_leaves_the_callers_features_as_they_were(ours):
+    """Inference zeroes the frames past each clip's length on a copy, never in the caller's tensor."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 40, ours.config.num_mel_bins)
+    before = features.clone()
+    with torch.no_grad():
+        ours.encoder.subsampling(features, torch.tensor([40, 25]))
+    assert torch.equal(features, before)

@@ -23,7 +23,7 @@ from encoders import fast_path  # noqa: E402
 from encoders.parakeet import ParakeetSoundEncoder  # noqa: E402
 from encoders.parakeet_attention import ClipLayout, RelPositionSelfAttention, relative_position_embedding  # noqa: E402
 from encoders.parakeet_config import ParakeetConfig  # noqa: E402
-from encoders.parakeet_layers import ConvolutionModule  # noqa: E402
+from encoders.parakeet_layers import ConvolutionModule, ConvSubsampling  # noqa: E402
 
 
 def kernels_on():
@@ -94,6 +94,36 @@ def conv_cases(results: dict) -> None:
     results["conv/short_clip_tail"] = rel_err(kernel[1, 10:20], reference[1, 10:20])
 
 
+def subsampling_cases(results: dict) -> None:
+    """Clips of 45, 30 and 7 valid frames (padding frames hold loud noise, which must not leak in), as a
+    contiguous and as a strided input: the kernels in bf16 land as near the fp32 torch path as the
+    torch path in bf16 does, padding positions included."""
+    config = ParakeetConfig(hidden_size=24, num_mel_bins=20, subsampling_conv_channels=8)
+    module = ConvSubsampling(config).eval()
+    randomise(module, seed=11)
+    g = torch.Generator().manual_seed(12)
+    lengths = torch.tensor([45, 30, 7])
+    loud = 1 + 99 * (torch.arange(45)[None, :, None] >= lengths[:, None, None])  # padding 100x louder
+    features = torch.randn(3, 45, 20, generator=g) * loud
+    strided = torch.randn(3, 20, 45, generator=g).transpose(1, 2) * loud  # mel bins the slow axis
+    with torch.no_grad():
+        for name, inputs in (("contiguous", features), ("strided", strided)):
+            reference = module(inputs, lengths)
+            low = module.bfloat16()
+            torch_bf16 = low(inputs.bfloat16(), lengths)
+            with (
+                kernels_on(),
+                mock.patch.object(low, "_forward_kernels", wraps=low._forward_kernels) as taken,
+            ):
+                kernel = low(inputs.bfloat16(), lengths)
+            results[f"subsampling/{name}/kernel"] = rel_err(kernel, reference)
+            results[f"subsampling/{name}/torch_bf16"] = rel_err(torch_bf16, reference)
+            results[f"subsampling/{name}/taken"] = float(taken.called and kernel.shape == reference.shape)
+            module = module.float()
+    # the short clip's last outputs read the padding frames as zeros, as the torch path does
+    results["subsampling/short_clip_tail"] = rel_err(kernel[2, :2], reference[2, :2])
+
+
 def encoder_case(results: dict) -> None:
     """A padded batch on the kernels gives each clip what the torch path gives it alone."""
     config = ParakeetConfig(
@@ -127,6 +157,7 @@ if __name__ == "__main__":
     attention_cases(out)
     dropout_case(out)
     conv_cases(out)
+    subsampling_cases(out)
     encoder_case(out)
     out["kernels/none_failed"] = float(not fast_path._FAILED)  # no case fell back to the torch path
     json.dump(out, sys.stdout)

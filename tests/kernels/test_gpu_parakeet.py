@@ -1,5 +1,5 @@
 """GPU parity of the FastConformer's Triton kernels (relative-position attention, the convolution module's
-middle) with the torch path in fp32, at the released widths, and a padded batch of clips through the
+middle, the conv subsampling) with the torch path in fp32, at the released widths, and a padded batch of clips through the
 encoder on them against each clip alone. Skipped without CUDA."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from encoders import fast_path, parakeet_attention, parakeet_layers
 from encoders.parakeet import ParakeetSoundEncoder
 from encoders.parakeet_attention import ClipLayout, RelPositionSelfAttention, relative_position_embedding
 from encoders.parakeet_config import ParakeetConfig
-from encoders.parakeet_layers import ConvolutionModule
+from encoders.parakeet_layers import ConvolutionModule, ConvSubsampling
 
 pytestmark = [
     pytest.mark.gpu,
@@ -66,6 +66,27 @@ def test_conv_kernel_matches_fp32():
         with mock.patch.object(parakeet_layers, "conv_kernel_usable", return_value=False):
             torch_bf16 = low(hidden.bfloat16(), clips)
     assert rel_err(fast, reference) <= 1.5 * rel_err(torch_bf16, reference) + 1e-3
+
+
+@pytest.mark.parametrize("valid", [[3001, 3001], [3001, 1700, 2, 9]])
+def test_subsampling_kernels_match_fp32(valid):
+    """128 mel bins, 256 channels, 8x: the padding frames hold loud noise that must not leak in."""
+    config = ParakeetConfig(**RELEASED, num_mel_bins=128, subsampling_conv_channels=256)
+    module = ConvSubsampling(config).cuda().eval()
+    randomise(module, seed=0)
+    lengths = torch.tensor(valid, device="cuda")
+    loud = 1 + 99 * (torch.arange(3001, device="cuda")[None, :, None] >= lengths[:, None, None])
+    features = torch.randn(len(valid), 3001, 128, device="cuda") * loud
+    with torch.no_grad():
+        reference = module(features, lengths)
+        low = module.bfloat16()
+        with mock.patch.object(low, "_forward_kernels", wraps=low._forward_kernels) as kernel_path:
+            fast = low(features.bfloat16(), lengths)
+        assert kernel_path.called and not fast_path._FAILED
+        with mock.patch.object(fast_path, "inference_kernel_usable", return_value=False):
+            torch_bf16 = low(features.bfloat16(), lengths)
+    assert fast.shape == reference.shape == (len(valid), 376, 1024)
+    assert rel_err(fast, reference) <= 2 * rel_err(torch_bf16, reference) + 5e-3
 
 
 def test_padded_batch_on_the_kernels_equals_each_clip_alone():

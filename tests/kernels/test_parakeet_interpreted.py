@@ -29,6 +29,17 @@ def test_conv_kernel_as_close_to_fp32_as_the_torch_path(results):
     assert results["conv/short_clip_tail"] <= 2e-2
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_subsampling_kernels_as_close_to_fp32_as_the_torch_path(results, layout):
+    """The first convolution, the depthwise convolutions and the channels-last projection, on clips of 45,
+    30 and 7 frames with noise in the padding. Each stage's output is rounded to bf16 on both paths, at
+    different points, so the bound leaves room for a few roundings (a missed mask or tap errs by 1e-1)."""
+    key = f"subsampling/{layout}"
+    assert results[key + "/taken"] == 1.0
+    assert results[key + "/kernel"] <= 2 * results[key + "/torch_bf16"] + 5e-3, results
+    assert results["subsampling/short_clip_tail"] <= 2e-2
+
+
 def test_padded_batch_on_the_kernels_equals_each_clip_alone(results):
     assert results["encoder/batch_vs_alone"] <= 3e-2, results["encoder/batch_vs_alone"]
     assert results["encoder/cpu_not_taken"] == 1.0
