@@ -53,6 +53,8 @@ class FastConformerEncoder(nn.Module):
         """``features [B, F, mels]`` with ``frame_lengths [B]`` valid frames; ``keep [B]`` outputs to
         return per clip (at most one past the valid ones). Returns ``hidden [B, T, d]`` and the
         ``[B, T]`` mask of kept outputs."""
+        # the graphs' host checks first: the GPU runs the subsampling's kernels meanwhile
+        graphs = len(self.layers) > 0 and self.layer_graphs.check(features)
         x = self.subsampling(features, frame_lengths)
         if self.input_scale != 1.0:
             x = x * self.input_scale
@@ -69,7 +71,7 @@ class FastConformerEncoder(nn.Module):
             length=length,
         )
         if len(self.layers) and self.layers[0].fused_usable(x):
-            replayed = self.layer_graphs.run(self._fused_layers, x, positions, clips)
+            replayed = self.layer_graphs.run(self._fused_layers, x, positions, clips, checked=graphs)
             x = replayed if replayed is not None else self._fused_layers(x, positions, clips)
         else:
             for layer in self.layers:

@@ -13,6 +13,13 @@ captured kernels point at the old memory, and folded operands were made from the
 when more than `MAX_GRAPHS` shapes were captured (the oldest goes). Each cached graph keeps the memory
 of one run of the layers at its shape reserved. ``OMNI_DISABLE_CUDA_GRAPHS=1`` keeps the layers eager,
 as it does decoding.
+
+Each call checks the layers' weights and hooks. Walking the module tree for them took the host about 4 ms
+(768 tensors in 553 modules), longer than the subsampling's kernels, so the GPU sat idle before every
+replay. The walk's lists are now kept until any module anywhere registers or replaces a parameter, buffer
+or submodule (torch's global registration hooks count those); the check itself reads each kept tensor's
+address and version counter, and each kept module's hooks. The encoder makes it (`check`) before it
+queues the subsampling, so the GPU runs those kernels meanwhile.
 """
 
 from __future__ import annotations
@@ -38,6 +45,21 @@ MAX_GRAPHS = 4
 LayerStack = Callable[[torch.Tensor, torch.Tensor, ClipLayout], torch.Tensor]
 
 
+class _Registrations:
+    """How many parameters, buffers and submodules any module registered or replaced since import."""
+
+    count = 0
+
+
+def _registered(*_args: object) -> None:
+    _Registrations.count += 1
+
+
+nn.modules.module.register_module_parameter_registration_hook(_registered)
+nn.modules.module.register_module_buffer_registration_hook(_registered)
+nn.modules.module.register_module_module_registration_hook(_registered)
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -59,6 +81,7 @@ class LayerGraphs:
         self._seen: set[tuple] = set()
         self._failed: set[tuple] = set()
         self._weights: tuple = ()
+        self._tree: tuple[int, list[nn.Module], list[torch.Tensor]] | None = None
         # one caller at a time fills the static inputs and replays (a demo may serve requests in threads)
         self._lock = threading.Lock()
 
@@ -77,27 +100,54 @@ class LayerGraphs:
             return False
         if os.environ.get(GRAPHS_ENV, "0") == "1" or torch.cuda.is_current_stream_capturing():
             return False
-        return not any(m._forward_hooks or m._forward_pre_hooks for m in layers.modules())
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in self._walk()[1])
+
+    def _walk(self) -> tuple[int, list[nn.Module], list[torch.Tensor]]:
+        """The layers' modules and their parameters and buffers, listed again only after a registration."""
+        if self._tree is None or self._tree[0] != _Registrations.count:
+            layers = self._layers[0]
+            tensors = [*layers.parameters(), *layers.buffers()]
+            self._tree = (_Registrations.count, list(layers.modules()), tensors)
+        return self._tree
+
+    def check(self, x: torch.Tensor) -> bool:
+        """`usable` for ``x``, with the graphs of stale weights dropped: the host's checks, which a caller
+        makes before it queues the kernels that make the layers' input, so the GPU runs those meanwhile.
+        `run` with ``checked=True`` then skips them."""
+        if not self.usable(x):
+            return False
+        with self._lock:
+            self._drop_stale()
+        return True
 
     def run(
-        self, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout
+        self,
+        stack: LayerStack,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        clips: ClipLayout,
+        checked: bool = False,
     ) -> torch.Tensor | None:
         """``stack(x, positions, clips)`` replayed from this shape's graph (captured on the shape's second
         call), or None when the caller should run the layers itself: the shape's first call, a failed
-        capture, or `usable` false."""
-        if not self.usable(x):
+        capture, or `usable` false. ``checked``: `check` passed for this call."""
+        if not checked and not self.usable(x):
             return None
         with self._lock:
+            if not checked:
+                self._drop_stale()
             return self._run_locked(stack, x, positions, clips)
 
-    def _run_locked(
-        self, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout
-    ) -> torch.Tensor | None:
+    def _drop_stale(self) -> None:
         weights = self._weights_signature()
         if weights != self._weights:  # new or changed weights: every graph reads stale memory
             self.graphs.clear()
             self._seen.clear()
             self._weights = weights
+
+    def _run_locked(
+        self, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout
+    ) -> torch.Tensor | None:
         key = (tuple(x.shape), tuple(positions.shape), x.dtype, x.device, clips.length)
         entry = self.graphs.get(key)
         if entry is None:
@@ -118,9 +168,7 @@ class LayerGraphs:
         return entry.out.clone()
 
     def _weights_signature(self) -> tuple:
-        layers = self._layers[0]
-        tensors = [*layers.parameters(), *layers.buffers()]
-        return tuple((t.data_ptr(), t._version) for t in tensors)
+        return tuple((t.data_ptr(), t._version) for t in self._walk()[2])
 
     def _capture(
         self, key: tuple, stack: LayerStack, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout

@@ -102,8 +102,8 @@ class ConvSubsampling(nn.Module):
         if subsampling_kernels is None or features.dim() != 3:
             return False
         k, s = self.kernel_size, self.stride
-        strided = [self.layers[0], *self.layers[2::3]]
-        pointwise = self.layers[3::3]
+        layers = list(self.layers)  # a slice of the ModuleList would build (and register) a new one
+        strided, pointwise = [layers[0], *layers[2::3]], layers[3::3]
         same = all(
             conv.kernel_size == (k, k) and conv.stride == (s, s) and conv.padding == ((k - 1) // 2,) * 2
             and conv.dilation == (1, 1) and conv.padding_mode == "zeros"

@@ -116,7 +116,7 @@ def first_conv_relu(
     kernel: int,
     stride: int,
     *,
-    tiles: tuple[int, int, int] = (64, 64, 4),
+    tiles: tuple[int, int, int] = (128, 64, 4),
 ) -> torch.Tensor:
     """``ReLU(conv(features))`` of ``features [B, F, mels]`` (one input channel; frames at or past
     ``valid_frames [B]`` read as zeros): ``[B, F', mels', C]`` channels last, in ``features``' dtype.

@@ -24,8 +24,8 @@ import triton.language as tl
 
 from .ssd_common import discretized_dt
 
-_BLOCK_L = 32
-_BLOCK_C = 128
+_BLOCK_L = 16
+_BLOCK_C = 256
 _CONV_WARPS = 4
 _DT_ROWS = 64  # token rows per program of the time-step kernel
 

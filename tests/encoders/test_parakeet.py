@@ -286,3 +286,36 @@ def test_subsampling_leaves_the_callers_features_as_they_were(ours):
     with torch.no_grad():
         ours.encoder.subsampling(features, torch.tensor([40, 25]))
     assert torch.equal(features, before)
+
+
+def test_layer_graphs_see_every_change_to_the_layers_weights_and_hooks():
+    """The graphs' check of the layers (kept lists, re-listed after a registration) notices weights
+    changed in place, parameters, buffers and submodules replaced, and hooks added."""
+    encoder = ParakeetSoundEncoder(ParakeetConfig.from_dict(AUDIO_CONFIG)).eval()
+    graphs = encoder.encoder.layer_graphs
+    layer = encoder.encoder.layers[0]
+    seen = [graphs._weights_signature()]
+
+    def changed() -> bool:
+        seen.append(graphs._weights_signature())
+        return seen[-1] != seen[-2]
+
+    assert not changed()
+    with torch.no_grad():
+        layer.feed_forward1.linear1.weight.add_(1.0)
+    assert changed()
+    layer.feed_forward1.linear1.weight = torch.nn.Parameter(
+        torch.zeros_like(layer.feed_forward1.linear1.weight)
+    )
+    assert changed()
+    state = {k: v.clone() for k, v in encoder.encoder.layers.state_dict().items()}
+    encoder.encoder.layers.load_state_dict(state, assign=True)
+    assert changed()
+    layer.conv.norm.running_mean = torch.ones_like(layer.conv.norm.running_mean)
+    assert changed()
+    layer.feed_forward2 = type(layer.feed_forward2)(encoder.config)
+    assert changed()
+    assert layer.feed_forward2 in graphs._walk()[1]
+    hook = layer.feed_forward2.register_forward_hook(lambda *args: None)
+    assert any(m._forward_hooks for m in graphs._walk()[1])
+    hook.remove()
