@@ -38,7 +38,7 @@ class FastConformerEncoder(nn.Module):
         self.input_scale = config.hidden_size**0.5 if config.scale_input else 1.0
         self.subsampling = ConvSubsampling(config)
         self.layers = nn.ModuleList([ConformerBlock(config) for _ in range(config.num_hidden_layers)])
-        self.layer_graphs = LayerGraphs(self.layers)
+        self.layer_graphs = LayerGraphs([self.subsampling, self.layers])
 
     def output_lengths(self, frame_lengths: torch.Tensor) -> torch.Tensor:
         """Encoder outputs computed from ``frame_lengths`` mel frames."""
@@ -53,35 +53,44 @@ class FastConformerEncoder(nn.Module):
         """``features [B, F, mels]`` with ``frame_lengths [B]`` valid frames; ``keep [B]`` outputs to
         return per clip (at most one past the valid ones). Returns ``hidden [B, T, d]`` and the
         ``[B, T]`` mask of kept outputs."""
-        # the graphs' host checks first: the GPU runs the subsampling's kernels meanwhile
-        graphs = len(self.layers) > 0 and self.layer_graphs.check(features)
+        width = self.config.hidden_size
+        if len(self.layers) and self.layers[0].fused_usable(features.new_empty(1, 1, width)):
+            x = self.layer_graphs.run(self._encode_fused, (features, frame_lengths))
+            if x is None:  # a shape's first call, or graphs off
+                x = self._encode_fused(features, frame_lengths)
+        else:
+            x, positions, clips = self._embed(features, frame_lengths)
+            for layer in self.layers:
+                x = layer(x, positions, clips)
+        length = x.shape[1]
+        steps = torch.arange(length, device=x.device)
+        kept = steps[None, :] < keep.clamp(max=length)[:, None]
+        return x, kept
+
+    def _embed(
+        self, features: torch.Tensor, frame_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, ClipLayout]:
+        """The subsampled, scaled frames ``[B, T, d]``, the position table and the clips' layout."""
         x = self.subsampling(features, frame_lengths)
         if self.input_scale != 1.0:
             x = x * self.input_scale
-        batch, length, width = x.shape
+        length, width = x.shape[1:]
         positions = relative_position_embedding(length, width, x.device, x.dtype, padded_distances(length))
         if self.training:
             x = F.dropout(x, self.config.dropout, True)
             positions = F.dropout(positions, self.config.dropout_positions, True)
-
         # outputs of the clip alone: its features then end one (zeroed) frame past the valid ones
         clips = ClipLayout(
             valid_lengths=self.output_lengths(frame_lengths).clamp(max=length),
             extents=self.output_lengths(frame_lengths + 1).clamp(max=length),
             length=length,
         )
-        if len(self.layers) and self.layers[0].fused_usable(x):
-            replayed = self.layer_graphs.run(self._fused_layers, x, positions, clips, checked=graphs)
-            x = replayed if replayed is not None else self._fused_layers(x, positions, clips)
-        else:
-            for layer in self.layers:
-                x = layer(x, positions, clips)
-        steps = torch.arange(length, device=x.device)
-        kept = steps[None, :] < keep.clamp(max=length)[:, None]
-        return x, kept
+        return x, positions, clips
 
-    def _fused_layers(self, x: torch.Tensor, positions: torch.Tensor, clips: ClipLayout) -> torch.Tensor:
-        """Every layer's `ConformerBlock.forward_fused`: the runs `layer_graphs` captures."""
+    def _encode_fused(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """`_embed`, then every layer's `ConformerBlock.forward_fused`: the run `layer_graphs` captures
+        (no host reads, so it can be captured)."""
+        x, positions, clips = self._embed(features, frame_lengths)
         halves = torch.full((x.shape[-1],), 0.5, dtype=x.dtype, device=x.device)
         scales = (halves, halves + halves)
         for layer in self.layers:

@@ -274,7 +274,7 @@ def test_copies_start_without_graphs_on_their_own_layers():
     clone = copy.deepcopy(encoder)
     graphs = clone.encoder.layer_graphs
     assert graphs is not encoder.encoder.layer_graphs and not graphs.graphs
-    assert graphs._layers[0] is clone.encoder.layers
+    assert graphs._parts[0] is clone.encoder.subsampling and graphs._parts[1] is clone.encoder.layers
     assert not graphs.usable(features)  # CPU tensors
 
 
@@ -289,7 +289,7 @@ def test_subsampling_leaves_the_callers_features_as_they_were(ours):
 
 
 def test_layer_graphs_see_every_change_to_the_layers_weights_and_hooks():
-    """The graphs' check of the layers (kept lists, re-listed after a registration) notices weights
+    """The graphs' check of the encoder (kept lists, re-listed after a registration) notices weights
     changed in place, parameters, buffers and submodules replaced, and hooks added."""
     encoder = ParakeetSoundEncoder(ParakeetConfig.from_dict(AUDIO_CONFIG)).eval()
     graphs = encoder.encoder.layer_graphs
@@ -314,6 +314,9 @@ def test_layer_graphs_see_every_change_to_the_layers_weights_and_hooks():
     layer.conv.norm.running_mean = torch.ones_like(layer.conv.norm.running_mean)
     assert changed()
     layer.feed_forward2 = type(layer.feed_forward2)(encoder.config)
+    assert changed()
+    with torch.no_grad():
+        encoder.encoder.subsampling.linear.bias.add_(1.0)  # captured with the layers
     assert changed()
     assert layer.feed_forward2 in graphs._walk()[1]
     hook = layer.feed_forward2.register_forward_hook(lambda *args: None)

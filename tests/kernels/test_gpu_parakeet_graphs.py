@@ -1,6 +1,6 @@
-"""The audio encoder's layers replayed from a CUDA graph give the eager layers' outputs bit for bit: for
-new inputs of a captured shape, beside a shape seen once, and after a weight changes in place (which
-drops the graphs). Skipped without CUDA."""
+"""The audio encoder (subsampling and layers) replayed from a CUDA graph gives the eager encoder's outputs
+bit for bit: for new inputs of a captured shape, beside a shape seen once, and after a weight changes in
+place (which drops the graphs). Skipped without CUDA."""
 
 from __future__ import annotations
 
@@ -76,6 +76,7 @@ def test_changed_weights_drop_the_graphs(monkeypatch):
         assert len(graphs.graphs) == 1
         encoder.encoder.layers[1].conv.norm.running_var.mul_(2.0)  # folded into the convolution kernel
         encoder.encoder.layers[0].feed_forward1.linear1.weight.mul_(0.5)
+        encoder.encoder.subsampling.layers[0].weight.mul_(0.5)  # folded into the first convolution's taps
         after = [encoder(*batch), encoder(*batch)]  # eager, then captured anew
         assert len(graphs.graphs) == 1
         (eager,) = _eager(encoder, [batch], monkeypatch)
