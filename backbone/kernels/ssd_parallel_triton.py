@@ -334,8 +334,8 @@ def ssd_chunked_parallel_triton(
     fp32 state [p, n] per (batch, chunk, head), one more in `start_dtype` where that is not fp32, and one
     fp32 [chunk, chunk] block of scores per (batch, chunk, group).
 
-    Products: fp32 inputs use exact fp32 ones. With `native_dots` (the default where x, B and C share a
-    16-bit dtype) every product runs on 16-bit tensor cores with fp32 sums, as in mamba-ssm's kernels:
+    Products: fp32 inputs use exact fp32 ones (`native_dots=True` with them is a ValueError). With
+    `native_dots` (the default where x, B and C share a 16-bit dtype) every product runs on 16-bit tensor cores with fp32 sums, as in mamba-ssm's kernels:
     the operands scaled in fp32 (x by its decay and dt, the scores by theirs) and the start states are
     rounded to that dtype once before they are multiplied. Without it they multiply in TF32, exact for
     16-bit operands but at half the tensor-core rate. On an H200 (bf16, 64 heads, p 64, n 128;
@@ -354,6 +354,11 @@ def ssd_chunked_parallel_triton(
     precision = dot_precision(x)
     if native_dots is None:
         native_dots = sixteen_bit(x, B, C)
+    elif native_dots and not sixteen_bit(x, B, C):
+        raise ValueError(
+            f"native_dots: 16-bit products need x, B and C in one 16-bit dtype, got {x.dtype}, {B.dtype}, "
+            f"{C.dtype} (fp32 inputs take exact fp32 products)"
+        )
     # Triton's CPU interpreter multiplies 16-bit tiles wrongly: there they are widened first.
     widen = not x.is_cuda
     # Exact fp32 products run on CUDA cores and hold their operands in registers: smaller tiles keep

@@ -94,6 +94,19 @@ def test_parallel_scan_refuses_wide_pass_one_tiles_with_16_bit_products():
         ssd_chunked_parallel_triton(x, dt, A, B, C, block_p=64)
 
 
+def test_parallel_scan_refuses_16_bit_products_of_fp32_inputs():
+    """`native_dots=True` asked of fp32 inputs: a clear error, not TF32 products passed off as exact."""
+    import torch
+
+    from backbone.kernels.ssd_parallel_triton import ssd_chunked_parallel_triton
+
+    x = torch.zeros(1, 64, 2, 64)
+    B = C = torch.zeros(1, 64, 1, 16)
+    dt, A = torch.zeros(1, 64, 2), torch.zeros(2)
+    with pytest.raises(ValueError, match="native_dots"):
+        ssd_chunked_parallel_triton(x, dt, A, B, C, native_dots=True)
+
+
 def test_parallel_scan_left_padding(results):
     assert results["parallel/padding"] <= 1e-5
     assert results["parallel/padded_outputs"] == 0.0
