@@ -15,8 +15,8 @@ made from the old values), and when more than `MAX_GRAPHS` shapes were captured 
 cached graph keeps the memory of one run at its shape reserved. ``OMNI_DISABLE_CUDA_GRAPHS=1`` keeps the
 encoder eager, as it does decoding.
 
-Each call checks the modules' weights and hooks. The walk of the module tree for them took the host about
-4 ms on a CPU here (768 tensors in 553 modules), so its lists are kept until any module anywhere registers
+Each call checks the modules' weights and hooks. The walk of the module tree for them took about 4 ms of
+host time (timed on a CPU; 768 tensors in 553 modules), so its lists are kept until any module anywhere registers
 or replaces a parameter, buffer or submodule (torch's global registration hooks count those); the check
 reads each kept tensor's address and version counter, and each kept module's hooks.
 """
