@@ -88,8 +88,9 @@ class FastConformerEncoder(nn.Module):
         return x, positions, clips
 
     def _encode_fused(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """`_embed`, then every layer's `ConformerBlock.forward_fused`: the run `layer_graphs` captures
-        (no host reads, so it can be captured)."""
+        """`_embed`, then every layer's `ConformerBlock.forward_fused`: the run `layer_graphs` captures (on
+        the subsampling's kernels nothing in it reads the GPU back; a path that does fails the capture, and
+        that shape stays eager)."""
         x, positions, clips = self._embed(features, frame_lengths)
         halves = torch.full((x.shape[-1],), 0.5, dtype=x.dtype, device=x.device)
         scales = (halves, halves + halves)
