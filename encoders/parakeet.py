@@ -158,25 +158,34 @@ class ParakeetSoundEncoder(nn.Module):
         clips that end their audio. Returns ``hidden [B, F', d]`` and ``out_mask [B, F']``, the
         outputs to keep: ``hidden[out_mask]`` are the clips' tokens in order, as many per clip as
         :meth:`output_lengths` gives (the released processor's count for whole audios).
+
+        The mask is checked and counted on the host (read back once if it lies on the GPU, before
+        the encoder's kernels queue); the counts then go to the GPU without waiting for it.
         """
         features, frame_lengths = self._check_inputs(features, mask)
+        device = features.device
         if mask is None:  # every frame valid: keep every output, like the reference without a mask
             keep = self.encoder.output_lengths(frame_lengths)
-            return self.encoder(features, frame_lengths, keep)
+            counts = frame_lengths.to(device, non_blocking=True)
+            return self.encoder(features, counts, keep.to(device, non_blocking=True))
         if features.shape[1] <= int(frame_lengths.max()):
             # the trailing output of a final clip reads one frame past the valid ones (zero)
             features = F.pad(features, (0, 0, 0, 1))
-        final = torch.as_tensor(True if final is None else final, dtype=torch.bool, device=features.device)
+        final = torch.as_tensor(True if final is None else final, dtype=torch.bool)
         if final.numel() not in (1, features.shape[0]):
             raise EncoderInputError(
                 f"final: expected one flag per clip ({features.shape[0]}), got {final.numel()}"
             )
-        keep = self.output_lengths(frame_lengths, final.reshape(-1)).expand(features.shape[0])
-        return self.encoder(features, frame_lengths, keep)
+        lengths = frame_lengths.to(final.device)  # the host's counts where `final` lies on the host
+        keep = self.output_lengths(lengths, final.reshape(-1)).expand(features.shape[0])
+        return self.encoder(
+            features, frame_lengths.to(device, non_blocking=True), keep.to(device, non_blocking=True)
+        )
 
     def _check_inputs(
         self, features: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features`` and the valid frames of each clip, counted on the host (a CPU tensor)."""
         if not isinstance(features, torch.Tensor) or features.dim() != 3:
             shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
             raise EncoderInputError(f"audio features: expected [clips, frames, mel bins], got {shape}")
@@ -188,16 +197,14 @@ class ParakeetSoundEncoder(nn.Module):
         if batch == 0 or frames == 0:
             raise EncoderInputError(f"audio features: empty batch of shape {tuple(features.shape)}")
         if mask is None:
-            return features, torch.full((batch,), frames, device=features.device, dtype=torch.long)
-        if mask.shape != (batch, frames):
+            return features, torch.full((batch,), frames, dtype=torch.long)
+        if tuple(mask.shape) != (batch, frames):
             raise EncoderInputError(
                 f"audio features mask: expected shape {(batch, frames)}, got {tuple(mask.shape)}"
             )
-        mask = mask.to(device=features.device, dtype=torch.bool)
-        frame_lengths = mask.sum(-1)
-        if not bool(
-            (mask == (torch.arange(frames, device=mask.device)[None, :] < frame_lengths[:, None])).all()
-        ):
+        valid = mask.detach().to("cpu", torch.bool)
+        frame_lengths = valid.sum(-1)
+        if not bool((valid == (torch.arange(frames)[None, :] < frame_lengths[:, None])).all()):
             raise EncoderInputError("audio features mask: valid frames must come first in every row")
         return features, frame_lengths
 

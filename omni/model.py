@@ -183,21 +183,26 @@ class OmniModel(nn.Module):
         if self.sound_encoder is None or self.sound_projection is None:
             raise InputError("audio was given, but this model has no audio encoder (no audio_config)")
         features = input_features.to(self.device, self.dtype)
-        mask = None if input_features_mask is None else input_features_mask.to(self.device).bool()
-        flags = None
+        # the mask read to the host once: the clips' counts and the encoder's checks come from it there,
+        # before the encoder queues (nothing then waits for the GPU)
+        mask = (
+            None
+            if input_features_mask is None
+            else torch.as_tensor(input_features_mask).to("cpu", torch.bool)
+        )
+        final = None
         if audio_clip_counts is not None:
-            flags = []
+            flags: list[bool] = []
             for count in torch.as_tensor(audio_clip_counts).tolist():
                 flags.extend([False] * (int(count) - 1) + [True])
             if len(flags) != features.shape[0]:
                 raise InputError(
                     f"audio_clip_counts add up to {len(flags)} clips but input_features holds {features.shape[0]}"
                 )
-        final = None if flags is None else torch.tensor(flags).to(self.device, non_blocking=True)
-        clips, frames = features.shape[:2]
-        # the kept rows counted on the host: `hidden[keep]` would wait for the whole encoder
-        kept = self.sound_encoder.kept_counts(clips, frames, input_features_mask, flags).tolist()
+            final = torch.tensor(flags)
         hidden, _ = self.sound_encoder(features, mask, final)
+        # the kept rows counted on the host: `hidden[keep]` would wait for the whole encoder
+        kept = self.sound_encoder.kept_counts(features.shape[0], features.shape[1], mask, final).tolist()
         width = hidden.shape[1]
         rows = range_rows(
             [(clip * width, clip * width + count) for clip, count in enumerate(kept)], hidden.device

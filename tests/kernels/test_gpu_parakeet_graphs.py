@@ -99,3 +99,26 @@ def test_captured_under_inference_mode_replays_outside_it(monkeypatch):
         replayed = [encoder(features, mask) for features, mask in batches]
     for (hidden, _), (hidden_eager, _) in zip(replayed, eager, strict=True):
         assert torch.equal(hidden, hidden_eager)
+
+
+def test_a_replayed_encode_of_a_host_mask_never_waits_for_the_gpu(monkeypatch):
+    """The mask as the processor hands it over (on the host) is checked and counted there: the encode, from
+    the checks to the replay, queues its work without one read back (torch's sync debug mode raises on
+    any), and gives the outputs of the mask on the GPU."""
+    encoder = _encoder()
+    features, mask = _clips([2400, 1300, 5], 8)
+    final = torch.tensor([False, True, True])
+    with torch.no_grad():
+        (eager,) = _eager(encoder, [(features, mask)], monkeypatch)
+        encoder(features, mask.cpu(), final)
+        encoder(features, mask.cpu(), final)  # captured here
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            hidden, kept = encoder(features, mask.cpu(), final)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        on_gpu = encoder(features, mask, final.cuda())
+    assert torch.equal(hidden, eager[0])
+    assert torch.equal(kept, on_gpu[1])
+    assert kept.sum(1).tolist() == [300, 163, 1]  # the first clip is not final: no trailing output
