@@ -107,15 +107,15 @@ def test_a_replayed_encode_of_a_host_mask_never_waits_for_the_gpu(monkeypatch):
     any), and gives the outputs of the mask on the GPU."""
     encoder = _encoder()
     features, mask = _clips([2400, 1300, 5], 8)
-    final = torch.tensor([False, True, True])
+    host_mask, final = mask.cpu(), torch.tensor([False, True, True])
     with torch.no_grad():
         (eager,) = _eager(encoder, [(features, mask)], monkeypatch)
-        encoder(features, mask.cpu(), final)
-        encoder(features, mask.cpu(), final)  # captured here
+        encoder(features, host_mask, final)
+        encoder(features, host_mask, final)  # captured here
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            hidden, kept = encoder(features, mask.cpu(), final)
+            hidden, kept = encoder(features, host_mask, final)
         finally:
             torch.cuda.set_sync_debug_mode("default")
         on_gpu = encoder(features, mask, final.cuda())
