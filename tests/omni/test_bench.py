@@ -327,3 +327,38 @@ def test_bench_encoder_attention_smoke(tmp_path, capsys, one_thread):
     assert all(way["ms"] > 0 and way["max_rel_diff"] <= 1e-6 for way in equal.values())
     assert set(result["packed"]["mixed 9..30"]) == {"per image"}  # no batched call for mixed sizes
     assert "packed images" in capsys.readouterr().out
+
+
+def test_host_marks_walks_one_forward_in_order(tmp_path, capsys, one_thread):
+    host_marks = _script("host_marks")
+    result = host_marks.main(
+        ["--case", "image", "--tiny", "--device", "cpu", "--repeats", "1", "--json", str(tmp_path / "m.json")]
+    )
+    labels = [row["mark"] for row in result["marks"]]
+    for label in ("embed >", "vit patch embed >", "vit attention 0 >", "vision projector <", "lm 0 mamba >",
+                  "lm 7 mamba <", "lm head <"):  # fmt: skip
+        assert label in labels, label
+    assert labels[0] == "start" and labels[-1] == "end"
+    hosts = [row["host_ms"] for row in result["marks"]]
+    assert hosts == sorted(hosts) and len(result["wall_ms"]) == 1
+    assert json.loads((tmp_path / "m.json").read_text())["marks"][-1]["mark"] == "end"
+    assert "vit attention 0 >" in capsys.readouterr().out
+
+
+def test_host_marks_finds_where_the_gpu_waited():
+    """The GPU waits on the host until the first point it reaches later than the host queued it, and at
+    every point it reaches as soon as it is queued."""
+    host_marks = _script("host_marks")
+    rows = [
+        {"mark": "start", "host_ms": 0.0, "gpu_ms": 0.0},
+        {"mark": "a", "host_ms": 1.0, "gpu_ms": 1.01},
+        {"mark": "b", "host_ms": 1.5, "gpu_ms": 1.52},
+        {"mark": "c", "host_ms": 2.0, "gpu_ms": 30.0},
+        {"mark": "d", "host_ms": 40.0, "gpu_ms": 40.02},
+        {"mark": "end", "host_ms": 41.0, "gpu_ms": 60.0},
+    ]
+    summary = host_marks.summary(rows)
+    assert summary["gpu_waited_until_ms"] == pytest.approx(1.52)
+    assert summary["gpu_waited_at"] == ["a", "b", "d"]
+    assert summary["end_gpu_ms"] == 60.0
+    assert host_marks.summary([{"mark": "start", "host_ms": 0.0, "gpu_ms": None}]) == {"end_host_ms": 0.0}
