@@ -31,17 +31,7 @@ from typing import Any
 import torch
 
 from omni.bench.common import format_table, write_json
-from omni.bench.routing import balance_routers
-from omni.bench.ttft import (
-    BALANCE_PASSES,
-    BALANCE_PASSES_TINY,
-    build_ours,
-    calibration_embeds,
-    cases,
-    first_token,
-    input_sizes,
-    omni_config,
-)
+from omni.bench.ttft import first_token, one_case
 
 # a point whose GPU arrival trails its queueing by less than this counts as the GPU waiting there
 WAITING_MS = 0.05
@@ -137,13 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--every and --repeats must be at least 1")
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
-    model = build_ours(omni_config(args.layers, args.tiny), device, torch.bfloat16)
-    sizes = input_sizes(args.tiny, None)
-    calibration = calibration_embeds(model, [args.case], [args.evs], sizes)
-    balance_routers(
-        model.language_model, calibration, passes=BALANCE_PASSES_TINY if args.tiny else BALANCE_PASSES
-    )
-    case = next(cases(model, None, [args.case], [args.evs], sizes))
+    model, case, _ = one_case(args.case, args.layers, args.tiny, device, args.evs)
     marks = Marks(on_gpu)
     place_marks(marks, model, args.every)
 

@@ -33,18 +33,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from omni.bench.common import format_table, matmul_rate, write_json
-from omni.bench.routing import balance_routers
-from omni.bench.ttft import (
-    BALANCE_PASSES,
-    BALANCE_PASSES_TINY,
-    build_ours,
-    calibration_embeds,
-    cases,
-    first_token,
-    input_sizes,
-    lm_flops,
-    omni_config,
-)
+from omni.bench.ttft import first_token, lm_flops, one_case
 
 PREFIX = "omni::"
 TOWERS = {"vision_model": "vision", "sound_encoder": "audio", "language_model": "lm"}
@@ -291,15 +280,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
-    model = build_ours(omni_config(args.layers, args.tiny), device, torch.bfloat16)
-    sizes = input_sizes(args.tiny, args.frames)
-    if args.routing == "balanced":
-        calibration = calibration_embeds(model, [args.case], [args.evs], sizes)
-        passes = BALANCE_PASSES_TINY if args.tiny else BALANCE_PASSES
-        report = balance_routers(model.language_model, calibration, passes=passes)
+    model, case, report = one_case(
+        args.case, args.layers, args.tiny, device, args.evs, args.frames, args.routing == "balanced"
+    )
+    if report is not None:
         print(f"routing balanced: busiest expert {report.max_over_mean_before:.2f}x -> "
               f"{report.max_over_mean_after:.2f}x the mean")  # fmt: skip
-    case = next(cases(model, None, [args.case], [args.evs], sizes))
     rate = matmul_rate(device, 512 if args.tiny else 8192, torch.bfloat16)
 
     with torch.no_grad():

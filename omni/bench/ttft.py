@@ -81,7 +81,7 @@ from omni.bench.common import (
     run_info,
     write_json,
 )
-from omni.bench.routing import balance_routers
+from omni.bench.routing import RoutingReport, balance_routers
 from omni.checkpoint import released_config, released_tensors
 from omni.errors import InputError
 from omni.model import OmniModel
@@ -621,6 +621,28 @@ def calibration_embeds(
         ours.embed_inputs(**case.ours).inputs_embeds
         for case in cases(ours, None, kept, list(rates)[:1], sizes)
     ]
+
+
+def one_case(
+    name: str,
+    layers: str,
+    tiny: bool,
+    device: torch.device,
+    evs: float = 0.0,
+    frames: int | None = None,
+    balanced: bool = True,
+) -> tuple[OmniModel, Case, RoutingReport | None]:
+    """Ours (``layers``, random bf16 weights) and one case, for the scripts that look inside one run: the
+    routers first balanced as the benchmark balances them (``balanced``). Returns the model, the case and
+    the balancing's report (None when not balanced)."""
+    model = build_ours(omni_config(layers, tiny), device, torch.bfloat16)
+    sizes = input_sizes(tiny, frames)
+    report = None
+    if balanced:
+        calibration = calibration_embeds(model, [name], [evs], sizes)
+        passes = BALANCE_PASSES_TINY if tiny else BALANCE_PASSES
+        report = balance_routers(model.language_model, calibration, passes=passes)
+    return model, next(cases(model, None, [name], [evs], sizes)), report
 
 
 def check_arguments(args: argparse.Namespace) -> tuple[list[str], list[float]]:
