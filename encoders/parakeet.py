@@ -164,9 +164,9 @@ class ParakeetSoundEncoder(nn.Module):
         """
         features, frame_lengths = self._check_inputs(features, mask)
         device = features.device
+        counts = frame_lengths.to(device, non_blocking=True)
         if mask is None:  # every frame valid: keep every output, like the reference without a mask
             keep = self.encoder.output_lengths(frame_lengths)
-            counts = frame_lengths.to(device, non_blocking=True)
             return self.encoder(features, counts, keep.to(device, non_blocking=True))
         if features.shape[1] <= int(frame_lengths.max()):
             # the trailing output of a final clip reads one frame past the valid ones (zero)
@@ -178,9 +178,7 @@ class ParakeetSoundEncoder(nn.Module):
             )
         lengths = frame_lengths.to(final.device)  # the host's counts where `final` lies on the host
         keep = self.output_lengths(lengths, final.reshape(-1)).expand(features.shape[0])
-        return self.encoder(
-            features, frame_lengths.to(device, non_blocking=True), keep.to(device, non_blocking=True)
-        )
+        return self.encoder(features, counts, keep.to(device, non_blocking=True))
 
     def _check_inputs(
         self, features: torch.Tensor, mask: torch.Tensor | None

@@ -16,9 +16,9 @@ cached graph keeps the memory of one run at its shape reserved. ``OMNI_DISABLE_C
 encoder eager, as it does decoding.
 
 Each call checks the modules' weights and hooks. The walk of the module tree for them took about 4 ms of
-host time (timed on a CPU; 768 tensors in 553 modules), so its lists are kept until any module anywhere registers
-or replaces a parameter, buffer or submodule (torch's global registration hooks count those); the check
-reads each kept tensor's address and version counter, and each kept module's hooks.
+host time (timed on a CPU; 768 tensors in 553 modules), so its lists are kept until any module anywhere
+registers or replaces a parameter, buffer or submodule (torch's global registration hooks count those);
+the check reads each kept tensor's address and version counter, and each kept module's hooks.
 """
 
 from __future__ import annotations

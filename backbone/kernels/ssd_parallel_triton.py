@@ -337,8 +337,9 @@ def ssd_chunked_parallel_triton(
     Products: fp32 inputs use exact fp32 ones (`native_dots=True` with them is a ValueError). With
     `native_dots` (the default where x, B and C share a 16-bit dtype) every product runs on 16-bit tensor
     cores with fp32 sums, as in mamba-ssm's kernels: the operands scaled in fp32 (x by its decay and dt,
-    the scores by theirs) and the start states are rounded to that dtype once before they are multiplied. Without it they multiply in TF32, exact for
-    16-bit operands but at half the tensor-core rate. On an H200 (bf16, 64 heads, p 64, n 128;
+    the scores by theirs) and the start states are rounded to that dtype once before they are
+    multiplied. Without it they multiply in TF32, exact for 16-bit operands but at half the tensor-core
+    rate. On an H200 (bf16, 64 heads, p 64, n 128;
     `benchmarks/bench_ssd.py`) the four passes took 0.143 against 0.202 ms of kernel time at 3,344
     tokens, 0.306 against 0.422 at 7,517 and 0.611 against 0.880 at 16,144; the largest error against
     the fp32 scan grew from 2.4e-3 to 3.9e-3 of the largest value at 7,517 tokens. mamba-ssm's forward
