@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders import fast_path
+from encoders import fast_path, quack_linear
 from encoders.audio_clips import subsampled_length, subsampled_lengths
 from encoders.parakeet_attention import ClipLayout, RelPositionSelfAttention
 from encoders.parakeet_config import ParakeetConfig
@@ -178,8 +178,17 @@ class FeedForward(nn.Module):
         self.dropout = config.activation_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.dropout(self.act(self.linear1(x)), self.dropout, self.training)
+        h = self._linear1_silu(x) if self.act is F.silu and not self.training else None
+        if h is None:
+            h = F.dropout(self.act(self.linear1(x)), self.dropout, self.training)
         return self.linear2(h)
+
+    def _linear1_silu(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``silu(linear1(x))`` as one quack GEMM (`encoders.quack_linear`), or None where it does not serve."""
+        weight, bias = self.linear1.weight, self.linear1.bias
+        if not quack_linear.usable(x, weight, bias):
+            return None
+        return quack_linear.linear_act(x, weight, bias, "silu")
 
 
 class ConvolutionModule(nn.Module):
@@ -202,8 +211,10 @@ class ConvolutionModule(nn.Module):
     def forward(self, x: torch.Tensor, clips: ClipLayout) -> torch.Tensor:
         """``x [B, T, d]`` -> ``[B, T, d]``. The pointwise convolutions run as matmuls on the token-major
         layout (the same sums as a width-1 convolution, without the layout changes around one)."""
-        h = F.linear(x, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias)  # [B, T, 2d]
-        h = F.glu(h, dim=-1)
+        h = self._pointwise_glu(x)
+        if h is None:
+            h = F.linear(x, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias)  # [B, T, 2d]
+            h = F.glu(h, dim=-1)
         middle = self._middle_kernel(h, clips) if self._kernel_usable(h) else None
         if middle is not None:
             h = middle
@@ -214,6 +225,20 @@ class ConvolutionModule(nn.Module):
             h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
             h = self.act(h).transpose(1, 2)
         return F.linear(h, self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
+
+    def _pointwise_glu(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The first pointwise convolution and the GLU as one quack GEMM (`encoders.quack_linear`, its
+        rows interleaved once and kept), or None where it does not serve."""
+        conv = self.pointwise_conv1
+        if not quack_linear.usable(x, conv.weight.squeeze(-1), conv.bias):
+            return None
+        weight, bias = fast_path.derived(
+            self,
+            "gated",
+            list(conv.parameters()),
+            lambda: quack_linear.gated_operands(conv.weight.squeeze(-1), conv.bias),
+        )
+        return quack_linear.linear_act(x, weight, bias, "glu")
 
     def _middle_kernel(self, h: torch.Tensor, clips: ClipLayout) -> torch.Tensor | None:
         """Depthwise convolution, BatchNorm and SiLU of the GLU's output on the Triton kernel (padding read
