@@ -43,6 +43,19 @@ def inference_kernel_usable(hidden: torch.Tensor, parameters: Iterable[torch.Ten
     return torch.cuda.get_device_capability(hidden.device) >= MIN_CAPABILITY and triton_available()
 
 
+def unhooked(module: torch.nn.Module) -> bool:
+    """Whether ``module`` has no forward hooks of its own: a kernel that skips calling it skips nothing."""
+    return not module._forward_hooks and not module._forward_pre_hooks
+
+
+def plain(module: torch.nn.Module, kind: type[torch.nn.Module]) -> bool:
+    """Whether ``module`` is exactly a ``kind`` (``nn.Linear``, ``nn.Conv1d``) without forward hooks, so a
+    kernel may use its weight and bias in place of calling it. A wrapped or derived layer must be called:
+    a LoRA layer (peft's) exposes its base layer's weight as its own, and reading that weight would skip
+    the adapter."""
+    return type(module) is kind and unhooked(module)
+
+
 def attempt(configuration: tuple, launch: Callable[[], T]) -> T | None:
     """``launch()``'s result, or None when this kernel ``configuration`` failed to build or run before or
     fails now (too little shared memory on a smaller GPU, a compiler error): the failure is logged once,

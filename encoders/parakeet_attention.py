@@ -146,6 +146,7 @@ class RelPositionSelfAttention(nn.Module):
         no_dropout = not self.training or self.dropout == 0.0  # the kernel has none
         if (
             no_dropout
+            and fast_path.plain(self.q_proj, nn.Linear)  # the kernel path reads its weight
             and fast_path.inference_kernel_usable(hidden, self.parameters())
             and kernel_usable(hidden, self.num_heads)
         ):

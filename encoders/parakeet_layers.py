@@ -116,6 +116,7 @@ class ConvSubsampling(nn.Module):
             and strided[0].groups == 1
             and all(conv.groups == conv.out_channels for conv in strided[1:])
             and all(conv.kernel_size == (1, 1) and conv.bias is not None for conv in pointwise)
+            and fast_path.plain(self.linear, nn.Linear)  # the kernels' path reads its weight
             and fast_path.inference_kernel_usable(features, self.parameters())
         )
 
@@ -186,7 +187,7 @@ class FeedForward(nn.Module):
     def _linear1_silu(self, x: torch.Tensor) -> torch.Tensor | None:
         """``silu(linear1(x))`` as one quack GEMM (`encoders.quack_linear`), or None where it does not serve."""
         weight, bias = self.linear1.weight, self.linear1.bias
-        if not quack_linear.usable(x, weight, bias):
+        if not fast_path.plain(self.linear1, nn.Linear) or not quack_linear.usable(x, weight, bias):
             return None
         return quack_linear.linear_act(x, weight, bias, "silu")
 
@@ -230,7 +231,9 @@ class ConvolutionModule(nn.Module):
         """The first pointwise convolution and the GLU as one quack GEMM (`encoders.quack_linear`, its
         rows interleaved once and kept), or None where it does not serve."""
         conv = self.pointwise_conv1
-        if not quack_linear.usable(x, conv.weight.squeeze(-1), conv.bias):
+        if not fast_path.plain(conv, nn.Conv1d) or not quack_linear.usable(
+            x, conv.weight.squeeze(-1), conv.bias
+        ):
             return None
         weight, bias = fast_path.derived(
             self,

@@ -162,9 +162,12 @@ def _fused_seams_usable(blocks: Sequence[RadioBlock], hidden: torch.Tensor) -> b
 
 def gelu_epilogue_usable(mlp: nn.Module, hidden: torch.Tensor) -> bool:
     """Whether `mlp_gelu_epilogue` can run this timm ``Mlp`` (GELU between two biased linears, no norm
-    or dropout in use) on ``hidden``: a 16-bit CUDA tensor of the MLP's dtype."""
+    or dropout in use, a plain ``fc1`` and no hooks: see `fast_path.plain`) on ``hidden``: a 16-bit CUDA
+    tensor of the MLP's dtype."""
     return (
         isinstance(mlp, Mlp)
+        and fast_path.unhooked(mlp)
+        and fast_path.plain(mlp.fc1, nn.Linear)
         and isinstance(mlp.act, nn.GELU)
         and isinstance(mlp.norm, nn.Identity)
         and not mlp.training

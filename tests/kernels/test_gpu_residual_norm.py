@@ -124,3 +124,18 @@ def test_blocks_take_the_gelu_epilogue(monkeypatch):
     with torch.no_grad():
         run_blocks(blocks, hidden)
     assert len(calls) == 2
+
+
+def test_a_wrapped_or_hooked_mlp_is_called_not_read():
+    from peft import LoraConfig, inject_adapter_in_model
+    from timm.layers import Mlp
+
+    mlp = Mlp(160, 640, act_layer=torch.nn.GELU).cuda().eval().bfloat16()
+    hidden = torch.randn(1, 17, 160, device="cuda").bfloat16()
+    assert radio_blocks.gelu_epilogue_usable(mlp, hidden)
+    handle = mlp.register_forward_hook(lambda *args: None)
+    assert not radio_blocks.gelu_epilogue_usable(mlp, hidden)  # the hook must see the call
+    handle.remove()
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["fc1"]), mlp)
+    # reading fc1's weight would skip the adapter (peft exposes the base layer's weight as its own)
+    assert not radio_blocks.gelu_epilogue_usable(mlp, hidden)
