@@ -127,7 +127,7 @@ def test_blocks_take_the_gelu_epilogue(monkeypatch):
 
 
 def test_a_wrapped_or_hooked_mlp_is_called_not_read():
-    from peft import LoraConfig, inject_adapter_in_model
+    peft = pytest.importorskip("peft")
     from timm.layers import Mlp
 
     mlp = Mlp(160, 640, act_layer=torch.nn.GELU).cuda().eval().bfloat16()
@@ -136,6 +136,6 @@ def test_a_wrapped_or_hooked_mlp_is_called_not_read():
     handle = mlp.register_forward_hook(lambda *args: None)
     assert not radio_blocks.gelu_epilogue_usable(mlp, hidden)  # the hook must see the call
     handle.remove()
-    inject_adapter_in_model(LoraConfig(r=2, target_modules=["fc1"]), mlp)
+    peft.inject_adapter_in_model(peft.LoraConfig(r=2, target_modules=["fc1"]), mlp)
     # reading fc1's weight would skip the adapter (peft exposes the base layer's weight as its own)
     assert not radio_blocks.gelu_epilogue_usable(mlp, hidden)
