@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .kernels import fast_paths_enabled, moe_quack
+from .kernels import fast_paths_enabled
 
 
 def relu2(x: torch.Tensor) -> torch.Tensor:
@@ -28,16 +28,4 @@ class ReLU2MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self._up_relu2_fused(x)
-        return self.down_proj(relu2(self.up_proj(x)) if hidden is None else hidden)
-
-    def _up_relu2_fused(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The up projection and its squared ReLU as one quack GEMM (`moe_quack.linear_relu2`) where that
-        serves, else None. Only for a plain ``nn.Linear`` without hooks: a wrapped layer (a LoRA adapter)
-        must be called, not read."""
-        up = self.up_proj
-        if type(up) is not nn.Linear or up._forward_hooks or up._forward_pre_hooks:
-            return None
-        if not fast_paths_enabled(x, up.weight) or not moe_quack.linear_relu2_usable(x, up.weight, up.bias):
-            return None
-        return moe_quack.linear_relu2(x, up.weight, up.bias)
+        return self.down_proj(relu2(self.up_proj(x)))

@@ -14,14 +14,9 @@ rows, and up to 73 of 128 got none in the audio case), whose long segments fill 
 its time to first token did not move beyond noise. quack's own gather of
 the rows (``A_idx``) was slower on Hopper than torch's gather before a TMA-fed GEMM, so it is not used.
 
-The shared expert's up projection (and a ``-`` layer's) takes the same epilogue in a prefill
-(`linear_relu2`): one GEMM writes the squared ReLU of the fp32 sums, where cuBLAS wrote the hidden layer
-and a Triton pass read it back to square it.
-
 Used only on Hopper, for bf16 inference outside CUDA-graph capture; the kernels are compiled on first
-use (about 2 s each), once per configuration, not per token count. ``OMNI_QUACK_EXPERTS=0`` turns off
-the routed experts' kernels, ``OMNI_QUACK_RELU2=0`` the dense one. A configuration whose kernel fails to
-build or run is logged once and goes back to torch.
+use (about 2 s each), once per configuration, not per token count. ``OMNI_QUACK_EXPERTS=0`` turns it
+off. A configuration whose kernel fails to build or run is logged once and goes back to torch.
 """
 
 from __future__ import annotations
@@ -36,15 +31,10 @@ import torch
 logger = logging.getLogger(__name__)
 
 ENV = "OMNI_QUACK_EXPERTS"
-DENSE_ENV = "OMNI_QUACK_RELU2"
 _FAILED: set[tuple] = set()
 # Mean rows per expert from which the up projection takes 128 x 192 tiles in clusters of two (3.55
 # against 3.84 ms at 757 rows per expert on an H200); below it, 192 x 128 tiles do best.
 _WIDE_UP_FROM_ROWS = 512
-# Rows from which `linear_relu2` takes a dense up projection: a prefill's. A decode step's few rows stay on
-# cuBLAS (and run inside the decode's CUDA graphs, where these kernels are not taken).
-DENSE_MIN_ROWS = 1024
-_DENSE_TILE = {"tile_m": 128, "tile_n": 192, "cluster_m": 1, "pingpong": True}
 
 
 @functools.cache
@@ -110,42 +100,3 @@ def experts(
         logger.warning("quack's expert GEMMs failed (%s); using torch's grouped matmuls", err)
         return None
     return out
-
-
-def linear_relu2_usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether `linear_relu2` may take ``x [..., in]`` and ``weight [out, in]`` (``bias [out]``): bf16 on a
-    Hopper GPU, at least `DENSE_MIN_ROWS` rows, no gradients wanted, not while a CUDA graph is captured,
-    widths in multiples of 8, the package importable, allowed by the environment."""
-    operands = (x, weight) if bias is None else (x, weight, bias)
-    if not x.is_cuda or any(t.dtype != torch.bfloat16 for t in operands):
-        return False
-    if os.environ.get(DENSE_ENV, "1") == "0":
-        return False
-    if x.numel() < DENSE_MIN_ROWS * x.shape[-1] or weight.shape[0] % 8 or weight.shape[1] % 8:
-        return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in operands):
-        return False
-    if torch.cuda.get_device_capability(x.device)[0] != 9 or torch.cuda.is_current_stream_capturing():
-        return False
-    return ("dense", x.device, tuple(weight.shape)) not in _FAILED and _kernels() is not None
-
-
-def linear_relu2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-    """``relu(x @ weight.T + bias) ** 2`` as one GEMM, squared on the fp32 sums and rounded once, shaped
-    ``[..., out]``; None if the kernel failed (logged once; the caller runs cuBLAS and `relu2`)."""
-    gemm_act, _, GemmConfig = _kernels()
-    rows = x.reshape(-1, x.shape[-1])
-    config = GemmConfig(
-        **_DENSE_TILE, cluster_n=1, swap_ab=False, device_capacity=9, is_dynamic_persistent=False
-    )
-    try:
-        with torch.cuda.device(x.device):
-            _, out = gemm_act(
-                rows, weight.t(), bias=bias, activation="relu_sq", store_preact=False, tuned=False,
-                config=config,
-            )  # fmt: skip
-    except Exception as err:  # a configuration the package cannot build or run here
-        _FAILED.add(("dense", x.device, tuple(weight.shape)))
-        logger.warning("quack's squared-ReLU GEMM failed (%s); using cuBLAS and the Triton pass", err)
-        return None
-    return out.view(*x.shape[:-1], out.shape[-1])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from backbone.moe import MoE, TopKRouter, experts_grouped, experts_loop
 
@@ -195,47 +194,3 @@ def test_quack_experts_not_taken_on_cpu():
     x = torch.randn(8, 16).bfloat16()
     up, down = torch.randn(4, 8, 16).bfloat16(), torch.randn(4, 16, 8).bfloat16()
     assert not moe_quack.usable(x, up, down)
-
-
-def test_shared_expert_up_projection_routes_to_the_fused_kernel_only_for_a_plain_linear(monkeypatch):
-    """The squared-ReLU epilogue (forced on here; a CPU has no quack) replaces ``up_proj`` and `relu2`
-    with the same function, and is skipped for a LoRA-wrapped or hooked ``up_proj``, which must be called."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    from backbone import mlp
-    from backbone.kernels import moe_quack
-
-    torch.manual_seed(0)
-    module = mlp.ReLU2MLP(16, 24).eval()
-    calls = []
-
-    def fused(x, weight, bias):
-        calls.append(x.shape)
-        return torch.relu(F.linear(x, weight, bias)).square()
-
-    monkeypatch.setattr(mlp, "fast_paths_enabled", lambda *args: True)
-    monkeypatch.setattr(moe_quack, "linear_relu2_usable", lambda *args: True)
-    monkeypatch.setattr(moe_quack, "linear_relu2", fused)
-    x = torch.randn(3, 5, 16)
-    with torch.no_grad():
-        expected = module.down_proj(torch.relu(module.up_proj(x)).square())
-        assert torch.equal(module(x), expected) and calls == [(3, 5, 16)]
-
-        handle = module.up_proj.register_forward_hook(lambda _m, _i, out: out * 2)
-        hooked = module(x)
-        handle.remove()
-        assert len(calls) == 1 and not torch.allclose(hooked, expected)
-
-        inject_adapter_in_model(LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj"]), module)
-        for name, p in module.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.5)
-        adapted = module(x)
-        assert len(calls) == 1 and not torch.allclose(adapted, expected)
-
-
-def test_fused_up_projection_not_taken_on_cpu():
-    from backbone.kernels import moe_quack
-
-    weight = torch.randn(24, 16).bfloat16()
-    assert not moe_quack.linear_relu2_usable(torch.randn(4096, 16).bfloat16(), weight, None)
