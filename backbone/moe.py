@@ -13,14 +13,11 @@ On CUDA, the router selects on a Triton kernel (`router_triton`). A few tokens (
 sort: Triton kernels stream each chosen expert's matrices (`backbone.kernels.moe_triton`). More tokens
 are laid out by expert by two Triton kernels (`moe_dispatch_triton`), run the grouped matmuls (on
 Hopper, quack's kernels where that package is installed: `backbone.kernels.moe_quack`), and one Triton
-kernel sums each token's weighted rows (`moe_combine_triton`). In a prefill on CUDA the shared expert runs
-on a second stream beside the router, the dispatch and the routed experts, and the combine waits for it
-(`OMNI_SHARED_EXPERT_STREAM=0` keeps it on the caller's stream).
+kernel sums each token's weighted rows (`moe_combine_triton`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
@@ -39,17 +36,6 @@ from .kernels import (
 from .mlp import ReLU2MLP, relu2
 
 EXPERT_BACKENDS = ("auto", "grouped_mm", "segments", "loop")
-SHARED_STREAM_ENV = "OMNI_SHARED_EXPERT_STREAM"
-# Tokens from which a layer's shared expert runs on a second CUDA stream: a prefill's. A decode step's
-# few tokens keep one stream (and its CUDA graph).
-SHARED_STREAM_MIN_TOKENS = 1024
-_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
-
-
-def _wait_for(ready: torch.cuda.Event | None) -> None:
-    """Make the current stream wait for ``ready`` (the shared expert's output on the side stream)."""
-    if ready is not None:
-        torch.cuda.current_stream().wait_event(ready)
 
 
 class TopKRouter(nn.Module):
@@ -181,13 +167,11 @@ def experts_grouped(
     down_proj: torch.Tensor,
     use_grouped_mm: bool = False,
     addend: torch.Tensor | None = None,
-    addend_ready: torch.cuda.Event | None = None,
 ) -> torch.Tensor:
     """Routed experts over tokens sorted by expert: one matmul pair per expert segment (or one grouped call).
 
     x [T, in]; indices / weights [T, k]; up_proj [E, I, in]; down_proj [E, in, I]. Returns [T, in] in x's
-    dtype, accumulated in fp32, plus ``addend`` [T, in] where given (the shared expert's output; when
-    ``addend_ready`` is given, it is waited for just before the sum). With grouped matmuls on the
+    dtype, accumulated in fp32, plus ``addend`` [T, in] where given (the shared expert's output). With grouped matmuls on the
     fast paths, Triton kernels lay the rows out by expert and combine them (`moe_dispatch_triton`,
     `moe_combine_triton`, which also adds the addend): four launches around the two matmuls instead of
     about twenty.
@@ -197,7 +181,6 @@ def experts_grouped(
     if use_grouped_mm and fast_paths_enabled(x, up_proj, down_proj):
         routed, position, bounds = dispatch_rows(x, indices, num_experts)
         rows = grouped_expert_matmuls(routed, bounds, up_proj, down_proj)
-        _wait_for(addend_ready)
         return topk_combine(rows, position, weights, addend)
     flat = indices.reshape(-1)
     order = torch.argsort(flat, stable=True)
@@ -218,7 +201,6 @@ def experts_grouped(
             start = stop
         out = torch.cat(pieces, dim=0)
     combined = combine_expert_rows(out, order, weights)
-    _wait_for(addend_ready)
     return combined + addend if addend is not None else combined
 
 
@@ -294,10 +276,8 @@ class RoutedExperts(nn.Module):
         indices: torch.Tensor,
         weights: torch.Tensor,
         addend: torch.Tensor | None = None,
-        addend_ready: torch.cuda.Event | None = None,
     ) -> torch.Tensor:
-        """The weighted top-k experts' sum for each row of x [T, in], plus ``addend`` [T, in] where given
-        (waiting for ``addend_ready`` first, where given)."""
+        """The weighted top-k experts' sum for each row of x [T, in], plus ``addend`` [T, in] where given."""
         if self.backend not in EXPERT_BACKENDS:
             raise ValueError(f"experts backend {self.backend!r} is not one of {EXPERT_BACKENDS}")
         if self.backend == "grouped_mm":
@@ -311,11 +291,8 @@ class RoutedExperts(nn.Module):
                 out = experts_gemv(x, indices, weights, self.up_proj, self.down_proj)
             else:
                 out = experts_grouped(x, indices, weights, self.up_proj, self.down_proj, False)
-            _wait_for(addend_ready)
             return out + addend if addend is not None else out
-        return experts_grouped(
-            x, indices, weights, self.up_proj, self.down_proj, use_grouped, addend, addend_ready
-        )
+        return experts_grouped(x, indices, weights, self.up_proj, self.down_proj, use_grouped, addend)
 
 
 class MoE(nn.Module):
@@ -345,48 +322,18 @@ class MoE(nn.Module):
         shape = hidden.shape
         flat = hidden.reshape(-1, shape[-1])
         fused = self.shared_experts is not None and self.fc2_latent_proj is None
-        shared, ready = self._shared_expert(flat) if fused else (None, None)
+        shared = self.shared_experts(flat) if fused else None
         weights, indices = self.gate(flat)
         if self.gate.count_load and self.training:
             self.gate.record_load(indices, token_mask)
         routed_in = self.fc1_latent_proj(flat) if self.fc1_latent_proj is not None else flat
-        routed = self.experts(routed_in, indices, weights, shared, ready)
+        routed = self.experts(routed_in, indices, weights, shared)
         if self.fc2_latent_proj is not None:
             routed = self.fc2_latent_proj(routed)
         out = routed.view(shape)
         if self.shared_experts is not None and not fused:
             out = out + self.shared_experts(hidden)
         return out
-
-    def _shared_expert(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-        """The shared expert's output for ``flat`` [T, d], and the event to wait for before reading it: None
-        when it ran on the current stream, as it does unless `shared_stream_usable`."""
-        if not shared_stream_usable(flat, self.shared_experts):
-            return self.shared_experts(flat), None
-        main = torch.cuda.current_stream(flat.device)
-        side = _SIDE_STREAMS.get(flat.device)
-        if side is None:
-            side = _SIDE_STREAMS.setdefault(flat.device, torch.cuda.Stream(flat.device))
-        side.wait_stream(main)
-        with torch.cuda.stream(side):
-            shared = self.shared_experts(flat)
-            ready = torch.cuda.Event()
-            ready.record(side)
-        # the caching allocator must not hand these blocks out again before the other stream is done
-        flat.record_stream(side)
-        shared.record_stream(main)
-        return shared, ready
-
-
-def shared_stream_usable(flat: torch.Tensor, shared_experts: nn.Module) -> bool:
-    """Whether a layer's shared expert may run on a second stream: inference (no gradients wanted) on
-    CUDA with the fast paths on, at least `SHARED_STREAM_MIN_TOKENS` tokens, not while a CUDA graph is
-    captured, allowed by `OMNI_SHARED_EXPERT_STREAM`."""
-    if not flat.is_cuda or flat.shape[0] < SHARED_STREAM_MIN_TOKENS:
-        return False
-    if os.environ.get(SHARED_STREAM_ENV, "1") == "0" or torch.cuda.is_current_stream_capturing():
-        return False
-    return fast_paths_enabled(flat, *shared_experts.parameters())
 
 
 class ExpertBiasBalancer:

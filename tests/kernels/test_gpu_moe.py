@@ -11,7 +11,7 @@ from numerics import rel_err
 from backbone import load_preset
 from backbone.fast_decode import experts_capture_safe
 from backbone.kernels import DISABLE_ENV
-from backbone.moe import SHARED_STREAM_ENV, MoE, experts_grouped, experts_loop
+from backbone.moe import MoE, experts_grouped, experts_loop
 
 pytestmark = [
     pytest.mark.gpu,
@@ -92,31 +92,6 @@ def test_moe_layer_adds_its_shared_expert_in_the_combine(monkeypatch, tokens):
         reference = layer(hidden)
     assert fast.shape == reference.shape and fast.dtype == reference.dtype
     assert rel_err(fast, reference) <= 2e-2
-
-
-def test_a_prefills_shared_expert_on_a_second_stream_is_waited_for(monkeypatch):
-    """At a prefill's token count the shared expert runs on a second stream; the combine waits for it.
-    The shared expert is held back on its stream (a GPU sleep before it), so a combine that did not
-    wait would read its output unwritten. The result equals the one-stream layer's bit for bit."""
-    config = load_preset("nemotron-3-nano-30b-a3b")
-    torch.manual_seed(7)
-    layer = MoE(config).cuda().bfloat16().eval()
-    hidden = torch.randn(1, 3344, WIDTH, device="cuda").bfloat16()
-    streams = []
-
-    def late(module, args):
-        streams.append(torch.cuda.current_stream())
-        torch.cuda._sleep(50_000_000)  # tens of milliseconds of GPU time on this stream
-
-    with torch.no_grad():
-        monkeypatch.setenv(SHARED_STREAM_ENV, "0")
-        one_stream = layer(hidden)
-        monkeypatch.delenv(SHARED_STREAM_ENV)
-        layer.shared_experts.register_forward_pre_hook(late)
-        for _ in range(3):
-            two_streams = layer(hidden)
-            assert torch.equal(two_streams, one_stream)
-    assert streams and all(s != torch.cuda.current_stream() for s in streams)
 
 
 def test_dispatch_lays_out_a_prefill_by_expert():
