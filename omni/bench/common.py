@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import platform
 import statistics
 import time
@@ -84,6 +85,31 @@ def matmul_rate(
     a @ b  # warm-up: the kernel is chosen and loaded
     seconds = timed(lambda: [a @ b for _ in range(repeats)], device)
     return repeats * 2 * size**3 / seconds
+
+
+def matmul_seconds(
+    flops: float, device: torch.device, repeats: int, size: int = 8192, dtype: torch.dtype = torch.bfloat16
+) -> float:
+    """Seconds this device takes for ``flops`` as back-to-back ``size``^3 matmuls, timed as `measure` times a
+    case (median of ``repeats`` after one warm-up), so in the power and clock state of the case timed just
+    before: the compute floor of a first token that takes a tenth of a second or more.
+
+    `matmul_rate` times a few matmuls from an idle start, at the boost clock. A card at its power limit
+    lowers its clock within tens of milliseconds of sustained matmuls (an H200 at 700 W: 784 TFLOP/s for
+    the first 35 ms, 655-702 TFLOP/s from there on), so a floor from that rate is one the card cannot
+    hold for the length of a first token."""
+    per_matmul = 2 * size**3
+    count = max(1, math.ceil(flops / per_matmul))
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+
+    def stream() -> None:
+        for _ in range(count):
+            torch.mm(a, b, out=out)
+
+    seconds = measure(stream, device, repeats).seconds
+    return seconds * flops / (count * per_matmul)
 
 
 def device_name(device: torch.device) -> str:

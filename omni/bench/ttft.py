@@ -44,7 +44,12 @@ got none. ``balanced`` (the default) first brings the routers' selection biases 
 family's own training rule, on a separate random draw of the inputs (`omni.bench.routing`), as a trained
 checkpoint's are; both sides then load those weights. ``random`` keeps the random routers.
 
-Compute floor: FLOPs / the bf16 matmul rate measured in the same run (8192^3). FLOPs: 2 x weights x
+Two compute floors of the same FLOPs. ``floor``: FLOPs / the bf16 rate of a few 8192^3 matmuls
+measured at the start of the run, from idle, at the card's boost clock. ``timed floor``: the same
+FLOPs as back-to-back 8192^3 matmuls, timed right after the case's own timed runs and as they are
+(median of ``--repeats`` after a warm-up), so in the clock state the first token was timed in: a card
+at its power limit cannot hold the boost clock for the length of a first token
+(`common.matmul_seconds`). FLOPs: 2 x weights x
 tokens for every linear (the ViT, the audio encoder with its subsampling convolutions, both
 projectors, the language model's active weights: routed top-k and shared experts), plus attention:
 4 L^2 d per layer and sequence in the encoders (the audio encoder's relative-position scores add
@@ -76,6 +81,7 @@ from omni.bench.common import (
     Measurement,
     format_table,
     matmul_rate,
+    matmul_seconds,
     measure,
     release_memory,
     run_info,
@@ -553,9 +559,15 @@ def _prefill(language_model: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
 
 
 def _ours_side(
-    row: dict[str, Any], case: Case, ours: OmniModel, device: torch.device, repeats: int, rate: float
+    row: dict[str, Any],
+    case: Case,
+    ours: OmniModel,
+    device: torch.device,
+    repeats: int,
+    rate: float,
+    matmul_size: int,
 ) -> torch.Tensor | None:
-    """Ours' time to first token, token count, floor and parts into ``row``; returns the language
+    """Ours' time to first token, token count, both floors and parts into ``row``; returns the language
     model's input embeddings for the reference's prefill (None when ours failed)."""
     attempts = [("forward", lambda: first_token(ours, case.ours))]
     if not time_first_token(row, "ours", attempts, device, repeats, model_bytes(ours)):
@@ -568,6 +580,9 @@ def _ours_side(
     row["flops"] = case.encoder_flops + lm_flops(ours.language_model, embeds.shape[1])
     row["floor_s"] = row["flops"] / rate
     row["ours_over_floor"] = row["ours_ttft_s"] / row["floor_s"]
+    # right after ours' timed runs, so in the clock state they ran in
+    row["timed_floor_s"] = matmul_seconds(row["flops"], device, repeats, matmul_size)
+    row["ours_over_timed_floor"] = row["ours_ttft_s"] / row["timed_floor_s"]
     if case.breakdown:
         parts = {"encode": lambda: ours.embed_inputs(**case.ours),
                  "prefill": lambda: _prefill(ours.language_model, embeds)}  # fmt: skip
@@ -597,13 +612,20 @@ def _reference_side(
 
 @torch.no_grad()
 def run_case(
-    case: Case, ours: OmniModel, reference: Any, device: torch.device, repeats: int, rate: float
+    case: Case,
+    ours: OmniModel,
+    reference: Any,
+    device: torch.device,
+    repeats: int,
+    rate: float,
+    matmul_size: int = 8192,
 ) -> dict[str, Any]:
-    """One row: both sides' time to first token, peak memory and parts, the token count and the floor."""
+    """One row: both sides' time to first token, peak memory and parts, the token count and the floors
+    (``rate``: the burst matmul rate; ``matmul_size``: the timed floor's matmuls)."""
     repeats = case.repeats or repeats
     row: dict[str, Any] = {"case": case.name}
     release_memory(device)
-    embeds = _ours_side(row, case, ours, device, repeats, rate)
+    embeds = _ours_side(row, case, ours, device, repeats, rate, matmul_size)
     if reference is not None and case.reference:
         _reference_side(row, case, reference, embeds, device, repeats)
     print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
@@ -724,7 +746,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reference = None
     if not args.skip_reference:
         reference = _load_reference_or_none(ours, device, meta)
-    rows = [run_case(case, ours, reference, device, args.repeats, rate)
+    rows = [run_case(case, ours, reference, device, args.repeats, rate, size)
             for case in cases(ours, reference, names, rates, sizes)]  # fmt: skip
     text = ours.language_model.config
     if reference is None:
@@ -772,7 +794,8 @@ def _main_cells(row: dict[str, Any]) -> list[str]:
     return [row["case"], _seconds(row, "ours_ttft_s", "ours_error"), reference,
             _number(row.get("transformers_over_ours"), ".2f", "x"), _number(row.get("ours_peak_gib"), ".2f"),
             _number(row.get("transformers_peak_gib"), ".2f"), _number(row.get("lm_tokens"), ","),
-            _number(row.get("floor_s"), ".3f"), _number(row.get("ours_over_floor"), ".2f", "x")]  # fmt: skip
+            _number(row.get("floor_s"), ".3f"), _number(row.get("ours_over_floor"), ".2f", "x"),
+            _number(row.get("timed_floor_s"), ".3f"), _number(row.get("ours_over_timed_floor"), ".2f", "x")]  # fmt: skip
 
 
 def _part_cells(row: dict[str, Any]) -> list[str]:
@@ -801,9 +824,11 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"our encoders' attention: {meta['encoder_attention']}")
     print(f"bf16; language model {meta['layers']} ({meta['num_layers']} layers), {encoders} encoders, "
           f"{meta['weights_gib']:.1f} GiB of weights; matmul {meta['matmul_flop_s'] / 1e12:.1f} TFLOP/s "
-          f"({meta['matmul_size']}^3); time to first token: median of {meta['repeats']} after a warm-up")  # fmt: skip
+          f"({meta['matmul_size']}^3, a burst from idle: the floor); time to first token: median of "
+          f"{meta['repeats']} after a warm-up; timed floor: its FLOPs as {meta['matmul_size']}^3 matmuls, "
+          f"timed the same way right after it")  # fmt: skip
     headers = ["case", "ours TTFT s", "tf TTFT s", "tf/ours", "ours peak GiB", "tf peak GiB",
-               "LM tokens", "floor s", "ours/floor"]  # fmt: skip
+               "LM tokens", "floor s", "ours/floor", "timed floor s", "ours/timed"]  # fmt: skip
     print(format_table(headers, [_main_cells(r) for r in rows]))
     headers = ["case", "ours encode s", "ours prefill s", "tf encode s", "tf prefill s"]
     print("\n" + format_table(headers, [_part_cells(r) for r in rows]))

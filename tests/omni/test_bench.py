@@ -37,6 +37,7 @@ def test_ttft_tiny_times_ours_and_transformers(tmp_path, capsys, one_thread):
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "ours TTFT s" in printed and "tf/ours" in printed and "ours/floor" in printed
+    assert "ours/timed" in printed
     assert "our encoders' attention: torch SDPA" in printed  # FlashAttention 4 serves GPUs only
 
     result = json.loads(out.read_text())
@@ -53,7 +54,15 @@ def test_ttft_tiny_times_ours_and_transformers(tmp_path, capsys, one_thread):
     ]
     for row in rows.values():
         assert not [k for k in row if k.endswith("_error")], row
-        for key in ("ours_ttft_s", "lm_tokens", "flops", "floor_s", "ours_over_floor"):
+        for key in (
+            "ours_ttft_s",
+            "lm_tokens",
+            "flops",
+            "floor_s",
+            "ours_over_floor",
+            "timed_floor_s",
+            "ours_over_timed_floor",
+        ):
             _positive(row, key)
         if "ours only" in row["case"]:
             assert not [k for k in row if k.startswith("transformers")]
@@ -148,6 +157,26 @@ def test_bad_options_are_input_errors(capsys):
     assert cli.main(["bench", "ttft", "--evs", "0,1", "--device", "cpu"]) == 2
     assert cli.main(["bench", "ttft", "--layers", "MEX", "--device", "cpu"]) == 2
     assert "X" in capsys.readouterr().err
+
+
+def test_timed_floor_runs_the_flops_as_whole_matmuls_and_scales_back(monkeypatch):
+    """The timed floor issues ceil(FLOPs / one matmul's) matmuls per timed stream, as many streams as
+    the first token is timed (plus its warm-up), and scales the median back to the FLOPs asked for."""
+    from omni.bench import common
+
+    calls = []
+    real_mm = torch.mm
+    monkeypatch.setattr(common.torch, "mm", lambda *a, **k: calls.append(1) or real_mm(*a, **k))
+    monkeypatch.setattr(common, "timed", lambda fn, device: (fn(), 3.0)[1])
+    per_matmul = 2 * 16**3
+    seconds = common.matmul_seconds(2.5 * per_matmul, torch.device("cpu"), repeats=4, size=16)
+    assert len(calls) == 3 * (1 + 4)  # three matmuls a stream: one warm-up, four timed
+    assert seconds == pytest.approx(3.0 * 2.5 / 3)
+    calls.clear()
+    assert common.matmul_seconds(1.0, torch.device("cpu"), repeats=1, size=16) == pytest.approx(
+        3.0 / per_matmul
+    )
+    assert len(calls) == 2  # at least one matmul a stream
 
 
 def test_vit_and_projector_flops_by_hand():
