@@ -44,17 +44,17 @@ got none. ``balanced`` (the default) first brings the routers' selection biases 
 family's own training rule, on a separate random draw of the inputs (`omni.bench.routing`), as a trained
 checkpoint's are; both sides then load those weights. ``random`` keeps the random routers.
 
-Two compute floors of the same FLOPs. ``floor``: FLOPs / the bf16 rate of a few 8192^3 matmuls
-measured at the start of the run, from idle, at the card's boost clock. ``timed floor``: the same
-FLOPs as back-to-back 8192^3 matmuls, timed right after the case's own timed runs and as they are
-(median of ``--repeats`` after a warm-up), so in the clock state the first token was timed in: a card
-at its power limit cannot hold the boost clock for the length of a first token
-(`common.matmul_seconds`). FLOPs: 2 x weights x
-tokens for every linear (the ViT, the audio encoder with its subsampling convolutions, both
-projectors, the language model's active weights: routed top-k and shared experts), plus attention:
-4 L^2 d per layer and sequence in the encoders (the audio encoder's relative-position scores add
-2 L^2 d), 2 L (L + 1) heads head_dim per language-model attention layer (causal); the Mamba scan
-is not counted.
+Two compute floors of the same FLOPs. ``floor``: FLOPs / the bf16 rate of a burst of 8192^3 matmuls
+at the start of the run, at the card's boost clock. ``timed floor``: the same FLOPs as back-to-back
+8192^3 matmuls, timed right after the case's own timed runs and as they are (median of ``--repeats``
+after a warm-up), so in the clock state the first token was timed in: a card at its power limit cannot
+hold the boost clock for the length of a first token (`common.matmul_seconds`).
+
+FLOPs: 2 x weights x tokens for every linear (the ViT, the audio encoder with its subsampling
+convolutions, both projectors, the language model's active weights: routed top-k and shared experts),
+plus attention: 4 L^2 d per layer and sequence in the encoders (the audio encoder's relative-position
+scores add 2 L^2 d), 2 L (L + 1) heads head_dim per language-model attention layer (causal); the Mamba
+scan is not counted.
 """
 
 from __future__ import annotations
@@ -824,7 +824,7 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"our encoders' attention: {meta['encoder_attention']}")
     print(f"bf16; language model {meta['layers']} ({meta['num_layers']} layers), {encoders} encoders, "
           f"{meta['weights_gib']:.1f} GiB of weights; matmul {meta['matmul_flop_s'] / 1e12:.1f} TFLOP/s "
-          f"({meta['matmul_size']}^3, a burst from idle: the floor); time to first token: median of "
+          f"({meta['matmul_size']}^3, a burst at the start: the floor); time to first token: median of "
           f"{meta['repeats']} after a warm-up; timed floor: its FLOPs as {meta['matmul_size']}^3 matmuls, "
           f"timed the same way right after it")  # fmt: skip
     headers = ["case", "ours TTFT s", "tf TTFT s", "tf/ours", "ours peak GiB", "tf peak GiB",
