@@ -7,8 +7,8 @@ queued it, both from the start of the call. Where ``ahead ms`` (gpu - host) is n
 that point as soon as the host queued it: it had been waiting on the host. Where it is large, the host
 was that far ahead and the GPU's own work set the pace.
 
-Marks: the start and end of the input embedding, the patch embedding and the attention of the ViT's
-first, second and last blocks, the vision projector, the audio embedding with its encoder's graph
+Marks: the start and end of the input embedding, of its placeholder types and of its images, the
+ViT's input checks, its patch embedding and the attention of its first, second and last blocks, the vision projector, the audio embedding with its encoder's graph
 replay and projector, the mixer of every ``--every``-th language-model layer (and the last), and the LM
 head. They wrap the modules' ``forward`` as instance attributes, not as hooks: a hook on a language-model
 block would switch it to its unfused path.
@@ -76,8 +76,11 @@ class Marks:
 def place_marks(marks: Marks, model: Any, every: int) -> None:
     """Wrap the points the module docstring lists (those the model has)."""
     marks.wrap(model, "embed_inputs", "embed")
+    marks.wrap(model, "_placeholder_types", "placeholder types")
     vision = model.vision_model
     if vision is not None:
+        marks.wrap(model, "image_embeddings", "image")
+        marks.wrap(vision, "_check_images", "vit input checks")
         marks.wrap(vision.patch_generator, "embed_packed_images", "vit patch embed")
         last = len(vision.blocks) - 1
         for index in sorted({0, min(1, last), last}):

@@ -229,22 +229,30 @@ class OmniModel(nn.Module):
         **unused: Any,
     ) -> EmbeddedInputs:
         """Text embeddings with every media feature in its placeholder row, EVS applied to videos."""
+        # what each position holds is worked out on the host, from the ids as the processor hands them over
+        # (read back once, while the GPU queue is still empty, where they come on the GPU): no encoder
+        # kernel waits on a count, and the host queues the language model while the encoders run
+        host_ids = _on_host(input_ids)
+        types = self._placeholder_types(host_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
+        rate = 0.0
+        if pixel_values_videos is not None:
+            rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
+        # the rows each video keeps after EVS, counted on the host, spare the compaction a read back
+        row_counts = None
+        if rate > 0:
+            row_counts = _row_counts(types, None if attention_mask is None else _on_host(attention_mask))
+        given = {IMAGE_TYPE: pixel_values, VIDEO_TYPE: pixel_values_videos, AUDIO_TYPE: input_features}
+        rows = {
+            kind: _rows_of(types, kind).to(self.device, non_blocking=True)
+            for kind, inputs in given.items()
+            if inputs is not None
+        }
         input_ids = input_ids.to(self.device)
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
         if labels is not None:
             labels = labels.to(self.device)
         embeds = self.get_input_embeddings()(input_ids)
-        types = self._placeholder_types(input_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
-        # every modality's placeholder rows, found before any encoder runs (see `_rows_of`)
-        given = {IMAGE_TYPE: pixel_values, VIDEO_TYPE: pixel_values_videos, AUDIO_TYPE: input_features}
-        rows = {kind: _rows_of(types, kind) for kind, inputs in given.items() if inputs is not None}
-        rate = 0.0
-        if pixel_values_videos is not None:
-            rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
-        # what each row holds, read back now while the GPU queue is short: EVS's compaction then counts
-        # the rows it keeps on the host, and the host queues the language model while the ViT runs
-        row_counts = _row_counts(types, attention_mask) if rate > 0 else None
 
         if pixel_values is not None:
             if image_grid_hw is None:
@@ -415,12 +423,14 @@ class OmniModel(nn.Module):
         save_omni_checkpoint(self, path, max_shard_bytes=max_shard_bytes)
 
 
-def _rows_of(types: torch.Tensor, kind: int) -> torch.Tensor:
-    """Flat indices of the ``kind`` placeholders of ``types`` [B, L], in order.
+def _on_host(values: torch.Tensor) -> torch.Tensor:
+    """``values`` on the CPU (read back from the GPU where they are there)."""
+    values = torch.as_tensor(values)
+    return values if values.device.type == "cpu" else values.cpu()
 
-    Found before the encoder runs: finding them reads a count back to the host, which then waits only
-    for the embedding lookup, not for the whole encoder (the CPU keeps queueing work ahead of the GPU).
-    """
+
+def _rows_of(types: torch.Tensor, kind: int) -> torch.Tensor:
+    """Flat indices of the ``kind`` placeholders of ``types`` [B, L], in order (on ``types``' device)."""
     return (types.reshape(-1) == kind).nonzero().reshape(-1)
 
 
@@ -440,8 +450,8 @@ def _scatter(embeds: torch.Tensor, rows: torch.Tensor, features: torch.Tensor, w
 
 
 def _row_counts(types: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[list[int], ...]:
-    """Per row of ``types`` [B, L], on the host: video placeholders, those of them the attention mask
-    lets through, and the positions it lets through (one read back)."""
+    """Per row of ``types`` [B, L], as host lists: video placeholders, those of them the attention mask
+    lets through, and the positions it lets through (both given on the host: nothing is read back)."""
     video = types == VIDEO_TYPE
     valid = torch.ones_like(video) if attention_mask is None else attention_mask.bool()
     counts = torch.stack([video.sum(1), (video & valid).sum(1), valid.sum(1)]).tolist()

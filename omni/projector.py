@@ -10,26 +10,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from backbone.mlp import relu2
+from backbone.norms import RMSNorm
 
-class FP32RMSNorm(nn.Module):
-    """RMSNorm computed in float32, weight applied in float32, result cast back to the input dtype."""
 
-    def __init__(self, size: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight.float() * h).to(x.dtype)
+class FP32RMSNorm(RMSNorm):
+    """RMSNorm computed in float32, weight applied in float32, result cast back to the input dtype: the
+    language model's `RMSNorm` (one Triton pass on CUDA, the same arithmetic as its fp32 torch form)."""
 
 
 class SquaredReLU(nn.Module):
-    """relu(x)²: the activation of the adapters and of the language model's MLPs."""
+    """relu(x)²: the activation of the adapters and of the language model's MLPs (one Triton pass on
+    CUDA, bit for bit the torch form)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x).square()
+        return relu2(x)
 
 
 def vision_projector(in_size: int, hidden: int, out_size: int, eps: float = 1e-5) -> nn.Sequential:

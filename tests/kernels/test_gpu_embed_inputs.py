@@ -1,0 +1,46 @@
+"""GPU: an image's inputs embedded with the placeholder rows worked out on the host, whether the ids come
+on the host or on the GPU. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omni import InputError
+from omni.bench.ttft import one_case
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.fixture(scope="module")
+def image_case():
+    torch.manual_seed(0)
+    model, case, _ = one_case("image", "MEM*E", tiny=True, device=torch.device("cuda"), balanced=False)
+    return model.float(), {**case.ours, "pixel_values": case.ours["pixel_values"].float()}
+
+
+def test_ids_on_the_host_or_the_gpu_embed_alike(image_case):
+    model, inputs = image_case
+    assert inputs["input_ids"].is_cuda
+    with torch.no_grad():
+        on_gpu = model.embed_inputs(**inputs).inputs_embeds
+        on_host = model.embed_inputs(**{**inputs, "input_ids": inputs["input_ids"].cpu()}).inputs_embeds
+    assert on_host.is_cuda
+    assert torch.equal(on_host, on_gpu)
+    # the image's rows hold its features: not the text embedding of the placeholder token
+    text_only = model.get_input_embeddings()(inputs["input_ids"])
+    image_rows = inputs["input_ids"][0] == model.config.image_token_id
+    assert not torch.equal(on_gpu[0, image_rows], text_only[0, image_rows])
+    assert torch.equal(on_gpu[0, ~image_rows], text_only[0, ~image_rows])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_bad_pixel_on_the_gpu_raises_an_input_error(image_case, bad):
+    model, inputs = image_case
+    pixels = inputs["pixel_values"].clone()
+    pixels[5, 7] = bad
+    with torch.no_grad(), pytest.raises(InputError, match="contain 1 NaN or infinite"):
+        model(**{**inputs, "pixel_values": pixels}, logits_to_keep=1)
