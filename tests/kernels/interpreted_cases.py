@@ -106,6 +106,22 @@ def parallel_cases(results: dict) -> None:
     y_ref, final_ref = ssd_chunked(x, dt, A, B, C, 8, D, initial_state=state)
     results["parallel/tiles"] = max(rel_err(y, y_ref), rel_err(final, final_ref))
 
+    # More chunks than the serial pass takes a turn (10 chunks of 16, 4 a turn: two whole turns and a part
+    # one), its starts written over the contributions in place (fp32) or to their own bf16 buffer.
+    xg, dtg, Ag, Bg, Cg, Dg, state_g = inputs(
+        batch=2, length=150, heads=2, head_dim=4, groups=1, dstate=8, seed=3
+    )
+    y_ref_g, final_ref_g = ssd_chunked(xg, dtg, Ag, Bg, Cg, 8, Dg, initial_state=state_g)
+    for start_dtype, key in (
+        (torch.float32, "parallel/groups/fp32"),
+        (torch.bfloat16, "parallel/groups/bf16"),
+    ):
+        y, final = ssd_chunked_parallel_triton(
+            xg, dtg, Ag, Bg, Cg, Dg, state_g, chunk=16, state_group=4, start_dtype=start_dtype
+        )
+        results[key + "/y"] = rel_err(y, y_ref_g)
+        results[key + "/final"] = rel_err(final, final_ref_g)
+
     # bf16 x, B and C: 16-bit products with fp32 sums by default (scaled operands rounded once), TF32 on
     # request; both against the fp32 scan of the same bf16 values.
     x16, B16, C16 = x.bfloat16(), B.bfloat16(), C.bfloat16()

@@ -56,6 +56,15 @@ def test_parallel_scan_matches_reference_and_one_pass(results, case):
     assert results[key + "/dtype"] == 0.0
 
 
+@pytest.mark.parametrize("starts", ["fp32", "bf16"])
+def test_parallel_scan_carries_the_state_across_turns_of_the_serial_pass(results, starts):
+    """Ten chunks, four a turn: the state carried between turns and the starts written in place (fp32) or
+    apart (bf16, one rounding in y) give the reference's outputs and its exact final state."""
+    key = f"parallel/groups/{starts}"
+    assert results[key + "/final"] <= TOLERANCE, (key, results[key + "/final"])
+    assert results[key + "/y"] <= (TOLERANCE if starts == "fp32" else 1e-2), (key, results[key + "/y"])
+
+
 @pytest.mark.parametrize("case", ["tiles", "strided", "single"])
 def test_parallel_scan_tiles_views_and_one_token(results, case):
     """Several row and channel blocks per chunk with masked edges; strided views of every input; L = 1."""
