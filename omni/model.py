@@ -424,7 +424,7 @@ class OmniModel(nn.Module):
 
 
 def _on_host(values: torch.Tensor) -> torch.Tensor:
-    """``values`` on the CPU (read back from the GPU where they are there)."""
+    """``values`` as a CPU tensor (copied back where they are on a GPU)."""
     values = torch.as_tensor(values)
     return values if values.device.type == "cpu" else values.cpu()
 

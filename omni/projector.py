@@ -1,6 +1,7 @@
 """The two adapters that map encoder features into the language model's embedding space.
 
-Both are RMSNorm -> Linear -> ReLU² -> Linear; they differ only in their checkpoint names:
+Both are RMSNorm -> Linear -> ReLU² -> Linear, the norm and the activation the language model's own (fp32
+statistics; one Triton pass each on CUDA); they differ only in their checkpoint names:
 ``mlp1.{0,1,3}`` for vision (an ``nn.Sequential``) and ``sound_projection.{norm,linear1,linear2}``
 for audio.
 """
@@ -14,11 +15,6 @@ from backbone.mlp import relu2
 from backbone.norms import RMSNorm
 
 
-class FP32RMSNorm(RMSNorm):
-    """RMSNorm computed in float32, weight applied in float32, result cast back to the input dtype: the
-    language model's `RMSNorm` (one Triton pass on CUDA, the same arithmetic as its fp32 torch form)."""
-
-
 class SquaredReLU(nn.Module):
     """relu(x)²: the activation of the adapters and of the language model's MLPs (one Triton pass on
     CUDA, bit for bit the torch form)."""
@@ -30,7 +26,7 @@ class SquaredReLU(nn.Module):
 def vision_projector(in_size: int, hidden: int, out_size: int, eps: float = 1e-5) -> nn.Sequential:
     """``mlp1``: pixel-shuffled vision features (4 × ViT width) -> language model width."""
     return nn.Sequential(
-        FP32RMSNorm(in_size, eps),
+        RMSNorm(in_size, eps),
         nn.Linear(in_size, hidden, bias=False),
         SquaredReLU(),
         nn.Linear(hidden, out_size, bias=False),
@@ -44,7 +40,7 @@ class SoundProjection(nn.Module):
         self, in_size: int, hidden: int, out_size: int, bias: bool = False, eps: float = 1e-5
     ) -> None:
         super().__init__()
-        self.norm = FP32RMSNorm(in_size, eps)
+        self.norm = RMSNorm(in_size, eps)
         self.linear1 = nn.Linear(in_size, hidden, bias=bias)
         self.act = SquaredReLU()
         self.linear2 = nn.Linear(hidden, out_size, bias=bias)
