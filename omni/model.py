@@ -425,8 +425,7 @@ class OmniModel(nn.Module):
 
 def _on_host(values: torch.Tensor) -> torch.Tensor:
     """``values`` as a CPU tensor (copied back where they are on a GPU)."""
-    values = torch.as_tensor(values)
-    return values if values.device.type == "cpu" else values.cpu()
+    return torch.as_tensor(values).cpu()  # a CPU tensor comes back as itself
 
 
 def _rows_of(types: torch.Tensor, kind: int) -> torch.Tensor:
