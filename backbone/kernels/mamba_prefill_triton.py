@@ -3,10 +3,11 @@
 The reference (`Mamba2Mixer._causal_conv`) runs the depthwise conv as K shifted multiply-adds over an
 fp32, channels-first copy of the sequence, about ten passes over [length, channels] plus the copies
 that undo the transposition. `causal_conv_silu` does the conv, bias and SiLU in one pass over the
-in_proj output's xBC view, channels last, accumulating in fp32 in the reference's order. The token
-mask is applied to the inputs it reads and to the outputs, as the reference masks before and after
-the conv. With a conv state, the positions before the first token are read from it, and it is then
-replaced by the last K-1 (masked) inputs.
+in_proj output's xBC view, channels last, accumulating in fp32 in the reference's order; each program
+walks its positions in turn and keeps the last three input rows in registers, so every row is read
+once. The token mask is applied to the inputs it reads and to the outputs, as the reference masks
+before and after the conv. With a conv state, the positions before the first token are read from
+it, and it is then replaced by the last K-1 (masked) inputs.
 
 `discretize` forms dt = softplus(dt_raw + dt_bias) (clamped to the time-step limit, zero on masked
 tokens) and A = -exp(A_log) in one launch, where the reference takes six to eight small kernels (casts,
@@ -24,10 +25,33 @@ import triton.language as tl
 
 from .ssd_common import discretized_dt
 
-_BLOCK_L = 16
+# the conv's tile: on an H200 (6,144 channels of in_proj's strided output) 8 positions x 256 channels
+# with 2 warps was the fastest of 48 tiles at 3,344, 7,517 and 16,144 tokens (BENCHMARKS.md)
+_BLOCK_L = 8
 _BLOCK_C = 256
-_CONV_WARPS = 4
+_CONV_WARPS = 2
 _DT_ROWS = 64  # token rows per program of the time-step kernel
+
+
+@triton.jit
+def _conv_input_row(
+    x_ptr, mask_ptr, state_ptr, b, src, offs_c, mask_c, length,
+    sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k,
+    K: tl.constexpr, HAS_MASK: tl.constexpr, HAS_STATE: tl.constexpr,
+):  # fmt: skip
+    """Input row ``src`` of the conv as fp32 [BLOCK_C]: masked by the token mask, read from the conv
+    state before the first position (zero there without one) and past the end."""
+    inside = (src >= 0) & (src < length)
+    v = tl.load(x_ptr + b * sx_b + src * sx_l + offs_c * sx_c, mask=mask_c & inside, other=0.0)
+    if HAS_MASK:
+        v = v * tl.load(mask_ptr + b * sm_b + src * sm_l, mask=inside, other=0).to(v.dtype)
+    if HAS_STATE:
+        before = (src < 0) & (src + (K - 1) >= 0)
+        past = tl.load(
+            state_ptr + b * ss_b + offs_c * ss_c + (src + (K - 1)) * ss_k, mask=mask_c & before, other=0.0
+        )
+        v = tl.where(before, past.to(v.dtype), v)
+    return v.to(tl.float32)
 
 
 @triton.jit
@@ -42,46 +66,68 @@ def _causal_conv_silu_kernel(
     K: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_STATE: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
+    # One program: BLOCK_L positions of BLOCK_C channels, a position at a time. The three inputs before
+    # the current one stay in registers (p1 the last, p3 three back), so with K <= 4 (the family's 4)
+    # every input row is loaded once, not once per tap. Taps are summed first to last, as the
+    # reference's loop over them sums.
     b = tl.program_id(0)
-    offs_l = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+    first = tl.program_id(1) * BLOCK_L
     offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_l = offs_l < length
     mask_c = offs_c < channels
-
-    acc = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32)
-    for k in tl.static_range(K):
-        # tap k reads the input K-1-k positions back; before the first token it reads the state
-        src = offs_l + (k - (K - 1))
-        inside = (src >= 0) & mask_l
-        v = tl.load(
-            x_ptr + b * sx_b + src[:, None] * sx_l + offs_c[None, :] * sx_c,
-            mask=inside[:, None] & mask_c[None, :],
-            other=0.0,
-        )
-        if HAS_MASK:
-            keep = tl.load(mask_ptr + b * sm_b + src * sm_l, mask=inside, other=0).to(v.dtype)
-            v = v * keep[:, None]
-        if HAS_STATE:
-            before = (src < 0) & mask_l
-            past = tl.load(
-                state_ptr + b * ss_b + offs_c[None, :] * ss_c + (src[:, None] + (K - 1)) * ss_k,
-                mask=before[:, None] & mask_c[None, :],
-                other=0.0,
-            )
-            v = tl.where(before[:, None], past.to(v.dtype), v)
-        w = tl.load(w_ptr + offs_c * sw_c + k * sw_k, mask=mask_c, other=0.0).to(tl.float32)
-        acc += v.to(tl.float32) * w[None, :]
+    w_last = tl.load(w_ptr + offs_c * sw_c + (K - 1) * sw_k, mask=mask_c, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    out = (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty)
-    if HAS_MASK:
-        keep = tl.load(mask_ptr + b * sm_b + offs_l * sm_l, mask=mask_l, other=0).to(out.dtype)
-        out = out * keep[:, None]
-    tl.store(
-        out_ptr + b * so_b + offs_l[:, None] * so_l + offs_c[None, :],
-        out,
-        mask=mask_l[:, None] & mask_c[None, :],
-    )
+        bias = tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+    p1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    p2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    p3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if K >= 2:
+        w1 = tl.load(w_ptr + offs_c * sw_c + (K - 2) * sw_k, mask=mask_c, other=0.0).to(tl.float32)
+        p1 = _conv_input_row(
+            x_ptr, mask_ptr, state_ptr, b, first - 1, offs_c, mask_c, length,
+            sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
+        )  # fmt: skip
+    if K >= 3:
+        w2 = tl.load(w_ptr + offs_c * sw_c + (K - 3) * sw_k, mask=mask_c, other=0.0).to(tl.float32)
+        p2 = _conv_input_row(
+            x_ptr, mask_ptr, state_ptr, b, first - 2, offs_c, mask_c, length,
+            sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
+        )  # fmt: skip
+    if K >= 4:
+        w3 = tl.load(w_ptr + offs_c * sw_c + (K - 4) * sw_k, mask=mask_c, other=0.0).to(tl.float32)
+        p3 = _conv_input_row(
+            x_ptr, mask_ptr, state_ptr, b, first - 3, offs_c, mask_c, length,
+            sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
+        )  # fmt: skip
+    for i in tl.static_range(BLOCK_L):
+        pos = first + i
+        current = _conv_input_row(
+            x_ptr, mask_ptr, state_ptr, b, pos, offs_c, mask_c, length,
+            sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
+        )  # fmt: skip
+        acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        if K > 4:  # taps further back than the kept rows load their rows again
+            for k in tl.static_range(K - 4):
+                far = _conv_input_row(
+                    x_ptr, mask_ptr, state_ptr, b, pos - (K - 1) + k, offs_c, mask_c, length,
+                    sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
+                )  # fmt: skip
+                acc += far * tl.load(w_ptr + offs_c * sw_c + k * sw_k, mask=mask_c, other=0.0).to(tl.float32)
+        if K >= 4:
+            acc += p3 * w3
+        if K >= 3:
+            acc += p2 * w2
+        if K >= 2:
+            acc += p1 * w1
+        acc += current * w_last
+        if HAS_BIAS:
+            acc += bias
+        out = (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty)
+        if HAS_MASK:
+            out = out * tl.load(mask_ptr + b * sm_b + pos * sm_l, mask=pos < length, other=0).to(out.dtype)
+        tl.store(out_ptr + b * so_b + pos * so_l + offs_c, out, mask=mask_c & (pos < length))
+        p3 = p2
+        p2 = p1
+        p1 = current
 
 
 def causal_conv_silu(

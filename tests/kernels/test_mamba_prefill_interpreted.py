@@ -1,6 +1,6 @@
 """The Mamba-2 prefill conv and time-step kernels, and the mixer's forward on its prefill kernels, against the mixer's
 PyTorch reference under Triton's CPU interpreter (tiny shapes, some not powers of two; lengths across the
-kernel's 32-position blocks and shorter than K - 1).
+kernel's 16-position blocks and shorter than K - 1).
 
 All cases run once, in a subprocess (`mamba_prefill_cases.py`), because TRITON_INTERPRET only takes effect
 when set before triton is first imported. The interpreter truncates fp32 -> bf16 casts where CUDA rounds
@@ -19,7 +19,7 @@ BF16_TOLERANCE = 2e-2
 WORKER = "mamba_prefill_cases.py"  # run by the `results` fixture of conftest.py
 
 
-@pytest.mark.parametrize("case", ["base", "odd", "k1"])
+@pytest.mark.parametrize("case", ["base", "odd", "k1", "k6"])
 @pytest.mark.parametrize("length", [2, 5, 37])
 def test_conv_kernel_matches_the_mixers_conv(results, case, length):
     """Every mask/state combination; with a state, the updated conv state too."""
