@@ -229,23 +229,35 @@ class OmniModel(nn.Module):
         **unused: Any,
     ) -> EmbeddedInputs:
         """Text embeddings with every media feature in its placeholder row, EVS applied to videos."""
-        # what each position holds is worked out on the host, from the ids as the processor hands them over
-        # (read back once, while the GPU queue is still empty, where they come on the GPU): no encoder
-        # kernel waits on a count, and the host queues the language model while the encoders run
+        # What each position holds is worked out on the host, from the ids as the processor hands them
+        # over: no encoder kernel waits on a count, and the host queues the language model while the
+        # encoders run. What has to come back from the GPU (ids, and the mask where EVS counts rows) is
+        # read first, while its queue is still empty; then the encoders are queued, and the text's
+        # bookkeeping and embedding follow while the GPU runs them.
         host_ids = _on_host(input_ids)
-        types = self._placeholder_types(host_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
         rate = 0.0
         if pixel_values_videos is not None:
             rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
+        host_mask = _on_host(attention_mask) if rate > 0 and attention_mask is not None else None
+
+        images = videos = audio = None
+        if pixel_values is not None:
+            if image_grid_hw is None:
+                raise InputError("pixel_values given without image_grid_hw")
+            images = torch.cat(self.image_embeddings(pixel_values, image_grid_hw))
+        if pixel_values_videos is not None:
+            videos = self.video_embeddings(pixel_values_videos, video_frame_counts, video_grid_thw)
+        if input_features is not None:
+            audio = self.audio_embeddings(input_features, input_features_mask, audio_clip_counts)
+
+        types = self._placeholder_types(host_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
         # the rows each video keeps after EVS, counted on the host, spare the compaction a read back
-        row_counts = None
-        if rate > 0:
-            row_counts = _row_counts(types, None if attention_mask is None else _on_host(attention_mask))
-        given = {IMAGE_TYPE: pixel_values, VIDEO_TYPE: pixel_values_videos, AUDIO_TYPE: input_features}
+        row_counts = _row_counts(types, host_mask) if rate > 0 else None
+        given = {IMAGE_TYPE: images, VIDEO_TYPE: videos, AUDIO_TYPE: audio}
         rows = {
             kind: _rows_of(types, kind).to(self.device, non_blocking=True)
-            for kind, inputs in given.items()
-            if inputs is not None
+            for kind, features in given.items()
+            if features is not None
         }
         input_ids = input_ids.to(self.device)
         if attention_mask is not None:
@@ -254,15 +266,11 @@ class OmniModel(nn.Module):
             labels = labels.to(self.device)
         embeds = self.get_input_embeddings()(input_ids)
 
-        if pixel_values is not None:
-            if image_grid_hw is None:
-                raise InputError("pixel_values given without image_grid_hw")
-            images = torch.cat(self.image_embeddings(pixel_values, image_grid_hw))
+        if images is not None:
             embeds = _scatter(embeds, rows[IMAGE_TYPE], images, "image")
 
         keep, lengths = None, None
-        if pixel_values_videos is not None:
-            videos = self.video_embeddings(pixel_values_videos, video_frame_counts, video_grid_thw)
+        if videos is not None:
             flat = torch.cat([v.reshape(-1, v.shape[-1]) for v in videos])
             embeds = _scatter(embeds, rows[VIDEO_TYPE], flat, "video")
             if rate > 0:
@@ -273,8 +281,7 @@ class OmniModel(nn.Module):
                 keep.view(-1)[rows[VIDEO_TYPE]] = video_keep.to(keep.device)
                 lengths = _kept_lengths(row_counts, [tuple(v.shape[:3]) for v in videos], rate)
 
-        if input_features is not None:
-            audio = self.audio_embeddings(input_features, input_features_mask, audio_clip_counts)
+        if audio is not None:
             embeds = _scatter(embeds, rows[AUDIO_TYPE], audio, "audio")
 
         if keep is not None and attention_mask is not None:
