@@ -55,6 +55,12 @@ def _conv_input_row(
 
 
 @triton.jit
+def _tap_weight(w_ptr, offs_c, mask_c, sw_c, sw_k, k):
+    """Tap ``k`` of the conv's weight [c, K] for the program's channels, fp32 [BLOCK_C]."""
+    return tl.load(w_ptr + offs_c * sw_c + k * sw_k, mask=mask_c, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _causal_conv_silu_kernel(
     x_ptr, w_ptr, bias_ptr, mask_ptr, state_ptr, out_ptr,
     length, channels,
@@ -68,63 +74,54 @@ def _causal_conv_silu_kernel(
 ):  # fmt: skip
     # One program: BLOCK_L positions of BLOCK_C channels, a position at a time. The three inputs before
     # the current one stay in registers (p1 the last, p3 three back), so with K <= 4 (the family's 4)
-    # every input row is loaded once, not once per tap. Taps are summed first to last, as the
-    # reference's loop over them sums.
+    # every input row is loaded once, not once per tap; the first three turns only fill them. Taps are
+    # summed first to last, as the reference's loop over them sums.
     b = tl.program_id(0)
     first = tl.program_id(1) * BLOCK_L
     offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < channels
-    w_last = tl.load(w_ptr + offs_c * sw_c + (K - 1) * sw_k, mask=mask_c, other=0.0).to(tl.float32)
+    w_last = _tap_weight(w_ptr, offs_c, mask_c, sw_c, sw_k, K - 1)
+    if K >= 2:
+        w1 = _tap_weight(w_ptr, offs_c, mask_c, sw_c, sw_k, K - 2)
+    if K >= 3:
+        w2 = _tap_weight(w_ptr, offs_c, mask_c, sw_c, sw_k, K - 3)
+    if K >= 4:
+        w3 = _tap_weight(w_ptr, offs_c, mask_c, sw_c, sw_k, K - 4)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
     p1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
     p2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
     p3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if K >= 2:
-        w1 = tl.load(w_ptr + offs_c * sw_c + (K - 2) * sw_k, mask=mask_c, other=0.0).to(tl.float32)
-        p1 = _conv_input_row(
-            x_ptr, mask_ptr, state_ptr, b, first - 1, offs_c, mask_c, length,
-            sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
-        )  # fmt: skip
-    if K >= 3:
-        w2 = tl.load(w_ptr + offs_c * sw_c + (K - 3) * sw_k, mask=mask_c, other=0.0).to(tl.float32)
-        p2 = _conv_input_row(
-            x_ptr, mask_ptr, state_ptr, b, first - 2, offs_c, mask_c, length,
-            sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
-        )  # fmt: skip
-    if K >= 4:
-        w3 = tl.load(w_ptr + offs_c * sw_c + (K - 4) * sw_k, mask=mask_c, other=0.0).to(tl.float32)
-        p3 = _conv_input_row(
-            x_ptr, mask_ptr, state_ptr, b, first - 3, offs_c, mask_c, length,
-            sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
-        )  # fmt: skip
-    for i in tl.static_range(BLOCK_L):
+    for i in tl.static_range(-3, BLOCK_L):
         pos = first + i
         current = _conv_input_row(
             x_ptr, mask_ptr, state_ptr, b, pos, offs_c, mask_c, length,
             sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
         )  # fmt: skip
-        acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        if K > 4:  # taps further back than the kept rows load their rows again
-            for k in tl.static_range(K - 4):
-                far = _conv_input_row(
-                    x_ptr, mask_ptr, state_ptr, b, pos - (K - 1) + k, offs_c, mask_c, length,
-                    sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
-                )  # fmt: skip
-                acc += far * tl.load(w_ptr + offs_c * sw_c + k * sw_k, mask=mask_c, other=0.0).to(tl.float32)
-        if K >= 4:
-            acc += p3 * w3
-        if K >= 3:
-            acc += p2 * w2
-        if K >= 2:
-            acc += p1 * w1
-        acc += current * w_last
-        if HAS_BIAS:
-            acc += bias
-        out = (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty)
-        if HAS_MASK:
-            out = out * tl.load(mask_ptr + b * sm_b + pos * sm_l, mask=pos < length, other=0).to(out.dtype)
-        tl.store(out_ptr + b * so_b + pos * so_l + offs_c, out, mask=mask_c & (pos < length))
+        if i >= 0:
+            acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
+            if K > 4:  # taps further back than the kept rows load their rows again
+                for k in tl.static_range(K - 4):
+                    far = _conv_input_row(
+                        x_ptr, mask_ptr, state_ptr, b, pos - (K - 1) + k, offs_c, mask_c, length,
+                        sx_b, sx_l, sx_c, sm_b, sm_l, ss_b, ss_c, ss_k, K, HAS_MASK, HAS_STATE,
+                    )  # fmt: skip
+                    acc += far * _tap_weight(w_ptr, offs_c, mask_c, sw_c, sw_k, k)
+            if K >= 4:
+                acc += p3 * w3
+            if K >= 3:
+                acc += p2 * w2
+            if K >= 2:
+                acc += p1 * w1
+            acc += current * w_last
+            if HAS_BIAS:
+                acc += bias
+            out = (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty)
+            if HAS_MASK:
+                out = out * tl.load(mask_ptr + b * sm_b + pos * sm_l, mask=pos < length, other=0).to(
+                    out.dtype
+                )
+            tl.store(out_ptr + b * so_b + pos * so_l + offs_c, out, mask=mask_c & (pos < length))
         p3 = p2
         p2 = p1
         p1 = current
