@@ -231,10 +231,12 @@ class OmniModel(nn.Module):
         """Text embeddings with every media feature in its placeholder row, EVS applied to videos."""
         # What each position holds is worked out on the host, from the ids as the processor hands them
         # over: no encoder kernel waits on a count, and the host queues the language model while the
-        # encoders run. What has to come back from the GPU (ids, and the mask where EVS counts rows) is
-        # read first, while its queue is still empty; then the encoders are queued, and the text's
-        # bookkeeping and embedding follow while the GPU runs them.
+        # encoders run. What has to come back from the GPU (ids, token types, and the mask where EVS
+        # counts rows) is read first, while its queue is still empty, and the types are checked; then
+        # the encoders are queued, and the placeholder rows and the text's embedding follow while the
+        # GPU runs them.
         host_ids = _on_host(input_ids)
+        types = self._placeholder_types(host_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
         rate = 0.0
         if pixel_values_videos is not None:
             rate = self.video_pruning_rate if video_pruning_rate is None else float(video_pruning_rate)
@@ -250,7 +252,6 @@ class OmniModel(nn.Module):
         if input_features is not None:
             audio = self.audio_embeddings(input_features, input_features_mask, audio_clip_counts)
 
-        types = self._placeholder_types(host_ids, mm_token_type_ids, pixel_values, pixel_values_videos)
         # the rows each video keeps after EVS, counted on the host, spare the compaction a read back
         row_counts = _row_counts(types, host_mask) if rate > 0 else None
         given = {IMAGE_TYPE: images, VIDEO_TYPE: videos, AUDIO_TYPE: audio}

@@ -1,5 +1,6 @@
 """GPU: an image's inputs embedded with the placeholder rows worked out on the host, whether the ids come
-on the host or on the GPU. Skipped without CUDA."""
+on the host or on the GPU, and nothing read back from the GPU once the encoder is queued. Skipped without
+CUDA."""
 
 from __future__ import annotations
 
@@ -35,6 +36,31 @@ def test_ids_on_the_host_or_the_gpu_embed_alike(image_case):
     image_rows = inputs["input_ids"][0] == model.config.image_token_id
     assert not torch.equal(on_gpu[0, image_rows], text_only[0, image_rows])
     assert torch.equal(on_gpu[0, ~image_rows], text_only[0, ~image_rows])
+
+
+def test_nothing_is_read_back_once_the_encoder_is_queued(image_case, monkeypatch):
+    """With every input on the GPU, token types included (a processor's output moved with ``.to``), what
+    the host needs is read back before the image encoder is queued: after it, a synchronising call would
+    hold the host until the encoder is done, and the language model would be queued late."""
+    model, inputs = image_case
+    ids = inputs["input_ids"]
+    types = (ids == model.config.image_token_id).long()
+    assert types.is_cuda and types.any()
+    encode = model.image_embeddings
+
+    def then_strict(*args, **kwargs):
+        out = encode(*args, **kwargs)
+        torch.cuda.set_sync_debug_mode("error")  # a synchronising call from here on raises
+        return out
+
+    with torch.no_grad():
+        expected = model.embed_inputs(**inputs, mm_token_type_ids=types).inputs_embeds
+        monkeypatch.setattr(model, "image_embeddings", then_strict)
+        try:
+            strict = model.embed_inputs(**inputs, mm_token_type_ids=types).inputs_embeds
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(strict, expected)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
