@@ -349,8 +349,9 @@ def ssd_chunked_parallel_triton(
     `block`, the rows of a chunk one matrix product takes (a power of two >= 16 dividing `chunk`);
     `block_p`, head channels per program of pass 1; `output_block_p`, of the output pass; `state_block`,
     state elements per program of the serial pass and `state_group`, the chunks it takes a turn (a
-    power of two); `num_warps`, of the chunk-parallel passes. On an H200 (bf16, 64 heads, p 64, n 128;
-    the scan's four passes replayed from a CUDA graph) 32 chunks a turn in blocks of 128 took the scan
+    power of two); `num_warps`, of the chunk-parallel passes (unset, pass 1 of 16-bit products takes 2
+    warps and 2 pipeline stages). On an H200 (bf16, 64 heads, p 64, n 128; the scan's four passes
+    replayed from a CUDA graph) 32 chunks a turn in blocks of 128 took the scan
     from 145 to 140 µs at 3,344 tokens, 306 to 297 at 7,517 and 613 to 595 at 16,144 against one chunk
     a turn in blocks of 256; 16 a turn in blocks of 128 and 32 in blocks of 64 were as fast, 16 or 32
     in blocks of 256 and 64 in blocks of 128 slower than one a turn. Scratch: one
@@ -399,6 +400,12 @@ def ssd_chunked_parallel_triton(
         output_block_p = min(block_size(head_dim), 32 if exact else 64)
     if num_warps is None:
         num_warps = 8 if exact else 4
+        # pass 1 with 16-bit products on 2 warps and 2 pipeline stages: on an H200 45.5 against 51.9 µs
+        # at 3,344 tokens and 193.8 against 217.6 at 16,144 (4 warps, Triton's default 3 stages), the
+        # same outputs bit for bit; the output pass was fastest at 4 warps whatever its stages
+        state_warps, state_stages = (2, 2) if native_dots else (num_warps, 3)
+    else:
+        state_warps, state_stages = num_warps, 3
     block_n = block_size(dstate)
     if chunk % block or block < 16:
         raise ValueError(f"block {block} must be >= 16 and divide chunk {chunk}")
@@ -418,7 +425,7 @@ def ssd_chunked_parallel_triton(
         length, num_chunks, heads, heads // groups, head_dim, dstate,
         *x.stride(), *dt.stride(), *B.stride(),
         CHUNK=chunk, BLOCK_K=block, BLOCK_P=block_p, BLOCK_N=block_n, PRECISION=precision,
-        NATIVE_DOTS=native_dots, WIDEN=widen, num_warps=num_warps,
+        NATIVE_DOTS=native_dots, WIDEN=widen, num_warps=state_warps, num_stages=state_stages,
     )  # fmt: skip
     init = initial_state if initial_state is not None else final
     # fp32 start states overwrite the chunks' own contributions in place
