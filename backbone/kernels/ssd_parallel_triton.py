@@ -351,12 +351,12 @@ def ssd_chunked_parallel_triton(
     state elements per program of the serial pass and `state_group`, the chunks it takes a turn (a
     power of two); `num_warps`, of the chunk-parallel passes (unset, pass 1 of 16-bit products takes 2
     warps and 2 pipeline stages). On an H200 (bf16, 64 heads, p 64, n 128; the scan's four passes
-    replayed from a CUDA graph) 32 chunks a turn in blocks of 128 took the scan
-    from 145 to 140 µs at 3,344 tokens, 306 to 297 at 7,517 and 613 to 595 at 16,144 against one chunk
-    a turn in blocks of 256; 16 a turn in blocks of 128 and 32 in blocks of 64 were as fast, 16 or 32
-    in blocks of 256 and 64 in blocks of 128 slower than one a turn. Scratch: one
-    fp32 state [p, n] per (batch, chunk, head), one more in `start_dtype` where that is not fp32, and one
-    fp32 [chunk, chunk] block of scores per (batch, chunk, group).
+    replayed from a CUDA graph) 32 chunks a turn in blocks of 128 took the scan from 145 to 140 µs at
+    3,344 tokens, 306 to 297 at 7,517 and 613 to 595 at 16,144 against one chunk a turn in blocks of
+    256; 16 a turn in blocks of 128 and 32 in blocks of 64 were as fast, 16 or 32 in blocks of 256 and
+    64 in blocks of 128 slower than one a turn. Scratch: one fp32 state [p, n] per (batch, chunk,
+    head), one more in `start_dtype` where that is not fp32, and one fp32 [chunk, chunk] block of scores
+    per (batch, chunk, group).
 
     Products: fp32 inputs use exact fp32 ones (`native_dots=True` with them is a ValueError). With
     `native_dots` (the default where x, B and C share a 16-bit dtype) every product runs on 16-bit tensor

@@ -30,7 +30,8 @@ def token_mask(batch: int, length: int) -> torch.Tensor:
 
 def conv_cases(results: dict) -> None:
     """The conv kernel alone on a strided view of a packed input, against the mixer's conv with the
-    reference's masking, with and without a state and a mask, across block edges and L < K - 1, K from 1 to 6."""
+    reference's masking, with and without a state and a mask, across block edges and L < K - 1, for K
+    from 1 to 6."""
     shapes = {name: MIXERS[name] for name in ("base", "odd", "k1")}
     shapes["k6"] = {**MIXERS["base"], "kernel": 6}  # taps beyond the three rows the kernel keeps
     for name, shape in shapes.items():

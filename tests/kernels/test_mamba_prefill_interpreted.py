@@ -1,6 +1,6 @@
 """The Mamba-2 prefill conv and time-step kernels, and the mixer's forward on its prefill kernels, against the mixer's
 PyTorch reference under Triton's CPU interpreter (tiny shapes, some not powers of two; lengths across the
-kernel's 16-position blocks and shorter than K - 1).
+kernel's 8-position blocks and shorter than K - 1).
 
 All cases run once, in a subprocess (`mamba_prefill_cases.py`), because TRITON_INTERPRET only takes effect
 when set before triton is first imported. The interpreter truncates fp32 -> bf16 casts where CUDA rounds
