@@ -26,7 +26,8 @@ import triton.language as tl
 from .ssd_common import discretized_dt
 
 # the conv's tile: on an H200 (6,144 channels of in_proj's strided output) 8 positions x 256 channels
-# with 2 warps was the fastest of 48 tiles at 3,344, 7,517 and 16,144 tokens (BENCHMARKS.md)
+# with 2 warps was the fastest of 48 tiles at 7,517 and 16,144 tokens and within 0.3 µs of the fastest
+# (8 x 128) at 3,344 (BENCHMARKS.md)
 _BLOCK_L = 8
 _BLOCK_C = 256
 _CONV_WARPS = 2
