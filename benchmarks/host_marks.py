@@ -10,8 +10,9 @@ was that far ahead and the GPU's own work set the pace.
 Marks: the start and end of the input embedding, of its placeholder types and of its images, the
 ViT's input checks, its patch embedding and the attention of its first, second and last blocks, the
 vision projector, the audio embedding with its encoder's graph replay and projector, the mixer of every
-``--every``-th language-model layer (and the last), and the LM head. They wrap the modules' ``forward`` as instance attributes, not as hooks: a hook on a language-model
-block would switch it to its unfused path.
+``--every``-th language-model layer (and the last), and the LM head. They wrap the modules' ``forward``
+as instance attributes, not as hooks: a hook on a language-model block would switch it to its unfused
+path.
 
 The model and the case are `omni bench ttft`'s (routers balanced first). ``--repeats`` runs are timed
 after three warm-ups; the table is the last run's, the wall times all of them.
