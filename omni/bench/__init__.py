@@ -61,6 +61,13 @@ def add_ttft_arguments(parser: argparse.ArgumentParser, shared: bool = True) -> 
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case after a warm-up")
     parser.add_argument(
+        "--order",
+        choices=["alternate", "sequential"],
+        default="alternate",
+        help="alternate: ours' and transformers' timed runs take turns, so both see the card in the same "
+        "clock state (default); sequential: all of ours' runs, then all of theirs",
+    )
+    parser.add_argument(
         "--routing",
         choices=["balanced", "random"],
         default="balanced",

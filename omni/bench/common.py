@@ -9,7 +9,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class Measurement:
     seconds: float
     peak_above_bytes: int  # the most allocated on top of what was held before the timed runs
     peak_total_bytes: int  # torch.cuda.max_memory_allocated over the timed runs
+    times: list[float] = field(default_factory=list)  # each timed run's seconds, in order
 
 
 def measure(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> Measurement:
@@ -60,7 +61,37 @@ def measure(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: i
         base = torch.cuda.memory_allocated(device)
     times = [timed(fn, device) for _ in range(max(repeats, 1))]
     total = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return Measurement(statistics.median(times), max(total - base, 0), total)
+    return Measurement(statistics.median(times), max(total - base, 0), total, times)
+
+
+def measure_alternating(
+    fns: Sequence[Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1
+) -> list[Measurement]:
+    """Time each of ``fns`` ``repeats`` times in rounds, one run of each a round, the order reversed every
+    other round; one `Measurement` each. Runs timed side by side see the same clock and power state of
+    the card (one at its power limit slows as it warms), which runs timed one after the other do not;
+    the reversal keeps either from always following the other."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    above, total = [0] * len(fns), [0] * len(fns)
+    for round_ in range(max(repeats, 1)):
+        order = range(len(fns)) if round_ % 2 == 0 else reversed(range(len(fns)))
+        for index in order:
+            base = 0
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            times[index].append(timed(fns[index], device))
+            if device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(device)
+                above[index], total[index] = max(above[index], peak - base), max(total[index], peak)
+    return [
+        Measurement(statistics.median(t), max(a, 0), p, t)
+        for t, a, p in zip(times, above, total, strict=True)
+    ]
 
 
 def copy_bandwidth(device: torch.device, nbytes: int = 2 << 30) -> float:

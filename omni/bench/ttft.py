@@ -21,14 +21,18 @@ Inputs are model-ready tensors already on the device, random values in the proce
 - video-2min (``--video-2min``): 240 frames (2 minutes at 2 fps) of the same size, ours only.
 
 Time to first token: encoders + projectors + EVS + language-model prefill + the first greedy token
-(``argmax`` of the last position's logits), median of ``--repeats`` runs after a warm-up. Also
+(``argmax`` of the last position's logits), median of ``--repeats`` runs after a warm-up. Ours and
+transformers' runs alternate (``--order alternate``, the default): one run of each a round, the order
+reversed every other round, so both sides run in the same clock and power state of the card, which
+drifts as it warms; ``--order sequential`` times all of ours' runs first, then all of theirs. Also
 timed: ``encode`` (everything before the language model) and ``prefill`` (both language models on
 the same embeddings, ours). transformers' video ``forward`` raises in 5.23 (it ``torch.cat``s one
 tensor; its EVS also assumes square frames), so where it raises, its row times its own building
 blocks instead (``get_video_features``, its ``compute_retention_mask`` on the true grid, its
 language model on the result) and says so.
 
-Steady state: the warm-up runs each case once before the timed runs. Attention whose plans are built per
+Steady state: the warm-up runs each case once before the timed runs (alternating: twice, the first
+call also finding the path that runs). Attention whose plans are built per
 shape (cuDNN in the ViT, the Parakeet encoder and, without FlashAttention 4, long language-model
 prefills) takes cuDNN from a shape's second call on, and the Parakeet encoder's layers replay from a CUDA
 graph captured on a shape's second call, so the medians of ``--repeats`` 3 or more run on cuDNN with its
@@ -83,6 +87,7 @@ from omni.bench.common import (
     matmul_rate,
     matmul_seconds,
     measure,
+    measure_alternating,
     release_memory,
     run_info,
     write_json,
@@ -516,6 +521,13 @@ def _record_peak(
         row[f"{who}_peak_total_gib"] = result.peak_total_bytes / GIB
 
 
+def _store_time(
+    row: dict[str, Any], who: str, path: str, result: Measurement, weights: int, device: torch.device
+) -> None:
+    row[f"{who}_ttft_s"], row[f"{who}_path"], row[f"{who}_times_s"] = result.seconds, path, result.times
+    _record_peak(row, who, result, weights, device)
+
+
 def time_first_token(
     row: dict[str, Any],
     who: str,
@@ -530,8 +542,7 @@ def time_first_token(
     for path, fn in attempts:
         result = _try_measure(fn, device, repeats)
         if isinstance(result, Measurement):
-            row[f"{who}_ttft_s"], row[f"{who}_path"] = result.seconds, path
-            _record_peak(row, who, result, weights, device)
+            _store_time(row, who, path, result, weights, device)
             if failures:
                 row[f"{who}_note"] = "; ".join(failures)
             return True
@@ -558,7 +569,52 @@ def _prefill(language_model: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
     return language_model(inputs_embeds=embeds, logits_to_keep=1).logits[:, -1].argmax(-1)
 
 
-def _ours_side(
+def _first_that_runs(
+    row: dict[str, Any], who: str, attempts: Sequence[tuple[str, Callable[[], Any]]], device: torch.device
+) -> tuple[str, Callable[[], Any]] | None:
+    """The first of ``attempts`` whose one untimed call runs, as (path, fn); what failed before it goes into
+    ``row``. Out of memory ends the attempts; None when none ran."""
+    failures = []
+    for path, fn in attempts:
+        result = _attempt(fn, device)
+        if not isinstance(result, Failed):
+            if failures:
+                row[f"{who}_note"] = "; ".join(failures)
+            return path, fn
+        failures.append(f"{path}: {result.text}")
+        if result.text == OUT_OF_MEMORY:
+            break
+    row[f"{who}_error"] = "; ".join(failures)
+    return None
+
+
+def time_alternating(
+    row: dict[str, Any],
+    sides: Sequence[tuple[str, Sequence[tuple[str, Callable[[], Any]]], int]],
+    device: torch.device,
+    repeats: int,
+) -> None:
+    """Time each side's first-token path in alternating rounds (`measure_alternating`) into ``row``;
+    ``sides``: (who, attempts, weight bytes). A side whose every attempt fails gets its error and the
+    others are timed without it; if the rounds themselves fail, each side is timed alone."""
+    chosen = []
+    for who, attempts, weights in sides:
+        picked = _first_that_runs(row, who, attempts, device)
+        if picked is not None:
+            chosen.append((who, picked, weights))
+    if not chosen:
+        return
+    result = _attempt(lambda: measure_alternating([fn for _, (_, fn), _ in chosen], device, repeats), device)
+    if isinstance(result, Failed):  # out of memory with both sides' activations about, say
+        row["alternating_error"] = result.text
+        for who, picked, weights in chosen:
+            time_first_token(row, who, [picked], device, repeats, weights)
+        return
+    for (who, (path, _), weights), measurement in zip(chosen, result, strict=True):
+        _store_time(row, who, path, measurement, weights, device)
+
+
+def _ours_counts(
     row: dict[str, Any],
     case: Case,
     ours: OmniModel,
@@ -567,10 +623,9 @@ def _ours_side(
     rate: float,
     matmul_size: int,
 ) -> torch.Tensor | None:
-    """Ours' time to first token, token count, both floors and parts into ``row``; returns the language
-    model's input embeddings for the reference's prefill (None when ours failed)."""
-    attempts = [("forward", lambda: first_token(ours, case.ours))]
-    if not time_first_token(row, "ours", attempts, device, repeats, model_bytes(ours)):
+    """Once ours' first token is timed: the token count, both floors and ours' parts into ``row``; returns
+    the language model's input embeddings for the reference's prefill (None when ours failed)."""
+    if "ours_ttft_s" not in row:
         return None
     embeds = _attempt(lambda: ours.embed_inputs(**case.ours).inputs_embeds, device)
     if isinstance(embeds, Failed):
@@ -580,7 +635,7 @@ def _ours_side(
     row["flops"] = case.encoder_flops + lm_flops(ours.language_model, embeds.shape[1])
     row["floor_s"] = row["flops"] / rate
     row["ours_over_floor"] = row["ours_ttft_s"] / row["floor_s"]
-    # right after ours' timed runs, so in the clock state they ran in
+    # right after the timed first tokens, so in the clock state they ran in
     row["timed_floor_s"] = matmul_seconds(row["flops"], device, repeats, matmul_size)
     row["ours_over_timed_floor"] = row["ours_ttft_s"] / row["timed_floor_s"]
     if case.breakdown:
@@ -590,7 +645,7 @@ def _ours_side(
     return embeds
 
 
-def _reference_side(
+def _reference_parts(
     row: dict[str, Any],
     case: Case,
     reference: Any,
@@ -598,8 +653,8 @@ def _reference_side(
     device: torch.device,
     repeats: int,
 ) -> None:
-    """transformers' time to first token and parts into ``row`` (its prefill on ours' embeddings)."""
-    if not time_first_token(row, "transformers", case.reference, device, repeats, model_bytes(reference)):
+    """Once transformers' first token is timed: its parts (its prefill on ours' embeddings) and the ratio."""
+    if "transformers_ttft_s" not in row:
         return
     if case.breakdown:
         parts = {"encode": case.reference_encode}
@@ -619,16 +674,28 @@ def run_case(
     repeats: int,
     rate: float,
     matmul_size: int = 8192,
+    alternate: bool = True,
 ) -> dict[str, Any]:
     """One row: both sides' time to first token, peak memory and parts, the token count and the floors
-    (``rate``: the burst matmul rate; ``matmul_size``: the timed floor's matmuls)."""
+    (``rate``: the burst matmul rate; ``matmul_size``: the timed floor's matmuls). ``alternate``: the two
+    sides' first tokens timed in alternating rounds; otherwise all of ours' runs, then all of theirs."""
     repeats = case.repeats or repeats
     row: dict[str, Any] = {"case": case.name}
     release_memory(device)
-    embeds = _ours_side(row, case, ours, device, repeats, rate, matmul_size)
-    if reference is not None and case.reference:
-        _reference_side(row, case, reference, embeds, device, repeats)
-    print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    ours_attempts = [("forward", lambda: first_token(ours, case.ours))]
+    theirs = case.reference if reference is not None else []
+    if alternate and theirs:
+        sides = [("ours", ours_attempts, model_bytes(ours)), ("transformers", theirs, model_bytes(reference))]
+        time_alternating(row, sides, device, repeats)
+    else:
+        time_first_token(row, "ours", ours_attempts, device, repeats, model_bytes(ours))
+    embeds = _ours_counts(row, case, ours, device, repeats, rate, matmul_size)
+    if theirs:
+        if not alternate:
+            time_first_token(row, "transformers", theirs, device, repeats, model_bytes(reference))
+        _reference_parts(row, case, reference, embeds, device, repeats)
+    print({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items() if not k.endswith("_times_s")},
+          flush=True)  # fmt: skip
     return row
 
 
@@ -746,7 +813,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reference = None
     if not args.skip_reference:
         reference = _load_reference_or_none(ours, device, meta)
-    rows = [run_case(case, ours, reference, device, args.repeats, rate, size)
+    alternate = args.order == "alternate"
+    rows = [run_case(case, ours, reference, device, args.repeats, rate, size, alternate)
             for case in cases(ours, reference, names, rates, sizes)]  # fmt: skip
     text = ours.language_model.config
     if reference is None:
@@ -759,6 +827,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         matmul_size=size,
         matmul_flop_s=rate,
         repeats=args.repeats,
+        order=args.order if reference is not None else "ours only",
         tiny=args.tiny,
         weights_gib=model_bytes(ours) / GIB,
         memory_limit_gib=args.memory_limit_gib,
@@ -825,7 +894,7 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"bf16; language model {meta['layers']} ({meta['num_layers']} layers), {encoders} encoders, "
           f"{meta['weights_gib']:.1f} GiB of weights; matmul {meta['matmul_flop_s'] / 1e12:.1f} TFLOP/s "
           f"({meta['matmul_size']}^3, a burst at the start: the floor); time to first token: median of "
-          f"{meta['repeats']} after a warm-up; timed floor: its FLOPs as {meta['matmul_size']}^3 matmuls, "
+          f"{meta['repeats']} after a warm-up, {meta.get('order', 'sequential')}; timed floor: its FLOPs as {meta['matmul_size']}^3 matmuls, "
           f"timed the same way right after it")  # fmt: skip
     headers = ["case", "ours TTFT s", "tf TTFT s", "tf/ours", "ours peak GiB", "tf peak GiB",
                "LM tokens", "floor s", "ours/floor", "timed floor s", "ours/timed"]  # fmt: skip

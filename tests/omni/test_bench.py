@@ -42,6 +42,7 @@ def test_ttft_tiny_times_ours_and_transformers(tmp_path, capsys, one_thread):
 
     result = json.loads(out.read_text())
     assert result["meta"]["transformers"] == transformers.__version__
+    assert result["meta"]["order"] == "alternate"
     assert result["meta"]["torch"] == torch.__version__ and result["meta"]["date"]
     rows = {row["case"]: row for row in result["rows"]}
     assert list(rows) == [
@@ -70,6 +71,7 @@ def test_ttft_tiny_times_ours_and_transformers(tmp_path, capsys, one_thread):
         for who in ("ours", "transformers"):
             for key in ("ttft_s", "encode_s", "prefill_s"):
                 _positive(row, f"{who}_{key}")
+            assert len(row[f"{who}_times_s"]) == 1
         _positive(row, "transformers_over_ours")
 
     # 16 text tokens around the placeholders: 96 patches / 4; 4 tubelets of 2 x 4; 8 s of audio
@@ -177,6 +179,56 @@ def test_timed_floor_runs_the_flops_as_whole_matmuls_and_scales_back(monkeypatch
         3.0 / per_matmul
     )
     assert len(calls) == 2  # at least one matmul a stream
+
+
+def test_alternating_rounds_reverse_the_order_and_keep_each_sides_times(monkeypatch):
+    """Both sides warm up, then take turns (a b, b a, a b, ...), so neither always runs after the other;
+    each side's median and its timed runs come back in its own measurement."""
+    from omni.bench import common
+
+    calls, clock = [], {"a": iter([5.0, 1.0, 3.0]), "b": iter([2.0, 6.0, 4.0])}
+    monkeypatch.setattr(common, "timed", lambda fn, device: next(clock[fn()]))
+    fns = [lambda: calls.append("a") or "a", lambda: calls.append("b") or "b"]
+    first, second = common.measure_alternating(fns, torch.device("cpu"), repeats=3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rounds reversed in turn
+    assert (first.times, first.seconds) == ([5.0, 1.0, 3.0], 3.0)
+    assert (second.times, second.seconds) == ([2.0, 6.0, 4.0], 4.0)
+
+
+def test_alternating_times_the_path_that_runs_and_the_side_that_can(monkeypatch):
+    """A side's failing path is skipped for the next (noted), a side with none that runs gets its error,
+    and the other side is still timed; all in alternating rounds."""
+    monkeypatch.setattr(ttft, "measure_alternating", lambda fns, device, repeats: [
+        ttft.Measurement(0.5 * (i + 1), 0, 0, [0.5 * (i + 1)] * repeats) for i, _ in enumerate(fns)
+    ])  # fmt: skip
+
+    def broken():
+        raise TypeError("cannot cat")
+
+    row = {}
+    sides = [("ours", [("forward", lambda: 1)], 0),
+             ("transformers", [("forward", broken), ("building blocks", lambda: 2)], 0)]  # fmt: skip
+    ttft.time_alternating(row, sides, torch.device("cpu"), repeats=2)
+    assert row["ours_ttft_s"] == 0.5 and row["ours_times_s"] == [0.5, 0.5]
+    assert row["transformers_ttft_s"] == 1.0 and row["transformers_path"] == "building blocks"
+    assert row["transformers_note"] == "forward: TypeError: cannot cat"
+
+    row = {}
+    sides = [("ours", [("forward", lambda: 1)], 0), ("transformers", [("forward", broken)], 0)]
+    ttft.time_alternating(row, sides, torch.device("cpu"), repeats=2)
+    assert row["ours_ttft_s"] == 0.5 and "transformers_ttft_s" not in row
+    assert row["transformers_error"] == "forward: TypeError: cannot cat"
+
+
+def test_sequential_order_times_ours_then_transformers(tmp_path, one_thread):
+    out = tmp_path / "seq.json"
+    argv = ["bench", "ttft", "--tiny", "--device", "cpu", "--cases", "audio", "--order", "sequential"]
+    assert cli.main([*argv, "--repeats", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert result["meta"]["order"] == "sequential"
+    assert len(row["ours_times_s"]) == len(row["transformers_times_s"]) == 2
+    _positive(row, "transformers_over_ours")
 
 
 def test_vit_and_projector_flops_by_hand():
