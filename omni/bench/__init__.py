@@ -62,10 +62,11 @@ def add_ttft_arguments(parser: argparse.ArgumentParser, shared: bool = True) -> 
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case after a warm-up")
     parser.add_argument(
         "--order",
-        choices=["alternate", "sequential"],
-        default="alternate",
-        help="alternate: ours' and transformers' timed runs take turns, so both see the card in the same "
-        "clock state (default); sequential: all of ours' runs, then all of theirs",
+        choices=["sequential", "alternate"],
+        default="sequential",
+        help="sequential: all of ours' timed runs, then all of transformers' (default); alternate: they "
+        "take turns, the order reversed every other round (on a card at its power limit each run then "
+        "depends on the one before it)",
     )
     parser.add_argument(
         "--routing",

@@ -68,9 +68,9 @@ def measure_alternating(
     fns: Sequence[Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1
 ) -> list[Measurement]:
     """Time each of ``fns`` ``repeats`` times in rounds, one run of each a round, the order reversed every
-    other round; one `Measurement` each. Runs timed side by side see the same clock and power state of
-    the card (one at its power limit slows as it warms), which runs timed one after the other do not;
-    the reversal keeps either from always following the other."""
+    other round (so neither always follows the other); one `Measurement` each, its runs' times in order.
+    On a card at its power limit a run's time depends on the load before it, so these are times after
+    the other side's runs as much as after one's own."""
     for _ in range(warmup):
         for fn in fns:
             fn()

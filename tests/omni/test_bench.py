@@ -42,7 +42,7 @@ def test_ttft_tiny_times_ours_and_transformers(tmp_path, capsys, one_thread):
 
     result = json.loads(out.read_text())
     assert result["meta"]["transformers"] == transformers.__version__
-    assert result["meta"]["order"] == "alternate"
+    assert result["meta"]["order"] == "sequential"
     assert result["meta"]["torch"] == torch.__version__ and result["meta"]["date"]
     rows = {row["case"]: row for row in result["rows"]}
     assert list(rows) == [
@@ -220,13 +220,13 @@ def test_alternating_times_the_path_that_runs_and_the_side_that_can(monkeypatch)
     assert row["transformers_error"] == "forward: TypeError: cannot cat"
 
 
-def test_sequential_order_times_ours_then_transformers(tmp_path, one_thread):
-    out = tmp_path / "seq.json"
-    argv = ["bench", "ttft", "--tiny", "--device", "cpu", "--cases", "audio", "--order", "sequential"]
+def test_alternate_order_times_both_sides_in_turns(tmp_path, one_thread):
+    out = tmp_path / "alt.json"
+    argv = ["bench", "ttft", "--tiny", "--device", "cpu", "--cases", "audio", "--order", "alternate"]
     assert cli.main([*argv, "--repeats", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     (row,) = result["rows"]
-    assert result["meta"]["order"] == "sequential"
+    assert result["meta"]["order"] == "alternate"
     assert len(row["ours_times_s"]) == len(row["transformers_times_s"]) == 2
     _positive(row, "transformers_over_ours")
 
