@@ -208,8 +208,10 @@ def grouped_expert_matmuls(
     routed: torch.Tensor, bounds: torch.Tensor, up_proj: torch.Tensor, down_proj: torch.Tensor
 ) -> torch.Tensor:
     """``down_e(relu(up_e(rows))^2)`` over each expert's segment ``routed[bounds[e]:bounds[e + 1]]``
-    (bounds [E + 1] int32): quack's GEMMs where `moe_quack.usable`, else `torch._grouped_mm`."""
-    if moe_quack.usable(routed, up_proj, down_proj):
+    (bounds [E + 1] int32): quack's GEMMs where `moe_quack.usable` and `moe_quack.worthwhile`, else
+    `torch._grouped_mm`."""
+    worthwhile = moe_quack.worthwhile(routed.shape[0], up_proj.shape[0])
+    if worthwhile and moe_quack.usable(routed, up_proj, down_proj):
         out = moe_quack.experts(routed, bounds, up_proj, down_proj)
         if out is not None:
             return out

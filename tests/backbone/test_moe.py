@@ -194,3 +194,13 @@ def test_quack_experts_not_taken_on_cpu():
     x = torch.randn(8, 16).bfloat16()
     up, down = torch.randn(4, 8, 16).bfloat16(), torch.randn(4, 16, 8).bfloat16()
     assert not moe_quack.usable(x, up, down)
+
+
+def test_quack_experts_only_from_64_rows_an_expert():
+    """Short prefills keep torch's grouped matmuls: 1,024 tokens x top-6 over 128 experts is 48 rows an
+    expert (quack lost there on an H200), 2,048 tokens 96 (it won); the image's 3,344 tokens 157."""
+    from backbone.kernels import moe_quack
+
+    assert not moe_quack.worthwhile(1024 * 6, 128)
+    assert moe_quack.worthwhile(64 * 128, 128) and not moe_quack.worthwhile(64 * 128 - 1, 128)
+    assert moe_quack.worthwhile(2048 * 6, 128) and moe_quack.worthwhile(3344 * 6, 128)

@@ -56,13 +56,31 @@ def test_quack_experts_match_torch_and_the_fp32_reference(tokens, monkeypatch):
     assert rel_err(ours, exact) <= 1.25 * rel_err(torch_grouped, exact)
 
 
-def test_quack_experts_with_empty_experts():
+def test_quack_experts_with_empty_experts(monkeypatch):
+    monkeypatch.setattr(moe_quack, "MIN_ROWS_PER_EXPERT", 0)  # quack's kernels even for these few rows
+    calls = []
+    real = moe_quack.experts
+    monkeypatch.setattr(moe_quack, "experts", lambda *a: calls.append(1) or real(*a))
     x, indices, weights, up, down = _inputs(40, seed=1)  # 240 rows over 128 experts: many get none
     indices = indices % 16  # only 16 experts chosen at all (duplicates within a token are fine here)
     with torch.no_grad():
         ours = experts_grouped(x, indices, weights, up, down, use_grouped_mm=True)
         exact = experts_loop(x.float(), indices, weights, up.float(), down.float())
+    assert calls, "the quack kernels were not used"
     assert rel_err(ours, exact) <= 1e-2
+
+
+@pytest.mark.parametrize(("tokens", "quack"), [(1024, False), (1400, True)])
+def test_short_prefills_keep_torchs_grouped_matmuls(tokens, quack, monkeypatch):
+    """Below 64 rows per expert (1,024 tokens x 6 over 128 experts: 48) torch's grouped matmuls run:
+    quack's calls cost the host more there and save no GPU time."""
+    calls = []
+    real = moe_quack.experts
+    monkeypatch.setattr(moe_quack, "experts", lambda *a: calls.append(1) or real(*a))
+    x, indices, weights, up, down = _inputs(tokens)
+    with torch.no_grad():
+        experts_grouped(x, indices, weights, up, down, use_grouped_mm=True)
+    assert bool(calls) == quack
 
 
 def test_quack_only_for_bf16_inference(monkeypatch):
