@@ -541,19 +541,33 @@ def time_first_token(
 ) -> bool:
     """Time the first of ``attempts`` that runs into ``row``; True when one did. Out of memory ends the
     attempts (a result, not a broken path); other errors move on to the next one."""
+    found = _first_success(row, who, attempts, lambda fn: _try_measure(fn, device, repeats))
+    if found is not None:
+        path, _, result = found
+        _store_time(row, who, path, result, weights, device)
+    return found is not None
+
+
+def _first_success(
+    row: dict[str, Any],
+    who: str,
+    attempts: Sequence[tuple[str, Callable[[], Any]]],
+    run: Callable[[Callable[[], Any]], Any],
+) -> tuple[str, Callable[[], Any], Any] | None:
+    """The first of ``attempts`` for which ``run(fn)`` is not `Failed`, as (path, fn, result); the failures
+    before it go into ``row`` (a note, or the error when none succeeds). Out of memory ends the attempts."""
     failures = []
     for path, fn in attempts:
-        result = _try_measure(fn, device, repeats)
-        if isinstance(result, Measurement):
-            _store_time(row, who, path, result, weights, device)
+        result = run(fn)
+        if not isinstance(result, Failed):
             if failures:
                 row[f"{who}_note"] = "; ".join(failures)
-            return True
+            return path, fn, result
         failures.append(f"{path}: {result.text}")
         if result.text == OUT_OF_MEMORY:
             break
     row[f"{who}_error"] = "; ".join(failures)
-    return False
+    return None
 
 
 def time_parts(
@@ -577,18 +591,8 @@ def _first_that_runs(
 ) -> tuple[str, Callable[[], Any]] | None:
     """The first of ``attempts`` whose one untimed call runs, as (path, fn); what failed before it goes into
     ``row``. Out of memory ends the attempts; None when none ran."""
-    failures = []
-    for path, fn in attempts:
-        result = _attempt(fn, device)
-        if not isinstance(result, Failed):
-            if failures:
-                row[f"{who}_note"] = "; ".join(failures)
-            return path, fn
-        failures.append(f"{path}: {result.text}")
-        if result.text == OUT_OF_MEMORY:
-            break
-    row[f"{who}_error"] = "; ".join(failures)
-    return None
+    found = _first_success(row, who, attempts, lambda fn: _attempt(fn, device))
+    return None if found is None else found[:2]
 
 
 def time_alternating(
