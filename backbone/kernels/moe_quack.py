@@ -18,9 +18,10 @@ Used only on Hopper, for bf16 inference outside CUDA-graph capture, and only fro
 on average (`worthwhile`): below that the GPU time is the same as torch's (the weights' reads set it)
 and quack's calls cost the host more. A whole 52-layer prefill on an H200, quack against torch (ms,
 medians of six alternated runs): 128 tokens 42.3 against 39.2, 1,024 tokens 49.3 against 34.0, 2,048
-tokens 37.4 against 41.3, 3,344 tokens 50.8 against 55.4. The kernels are compiled on first use (about
-2 s each), once per configuration, not per token count. ``OMNI_QUACK_EXPERTS=0`` turns it off. A
-configuration whose kernel fails to build or run is logged once and goes back to torch.
+tokens 37.4 against 41.3 (41.0 against 41.2 on another machine), 3,344 tokens 50.8 against 55.4 (50.7
+against 55.4). The kernels are compiled on first use (about 2 s each), once per configuration, not per
+token count. ``OMNI_QUACK_EXPERTS=0`` turns it off. A configuration whose kernel fails to build or run
+is logged once and goes back to torch.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _FAILED: set[tuple] = set()
 # Mean rows per expert from which the up projection takes 128 x 192 tiles in clusters of two (3.55
 # against 3.84 ms at 757 rows per expert on an H200); below it, 192 x 128 tiles do best.
 _WIDE_UP_FROM_ROWS = 512
-# Mean rows per expert from which quack pays (see the module's docstring: 48 rows lost, 96 gained).
+# Mean rows per expert from which quack pays (the module's docstring: it lost at 48, won or drew at 96).
 MIN_ROWS_PER_EXPERT = 64
 
 

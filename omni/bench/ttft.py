@@ -35,11 +35,11 @@ blocks instead (``get_video_features``, its ``compute_retention_mask`` on the tr
 language model on the result) and says so.
 
 Steady state: the warm-up runs each case once before the timed runs (alternating: twice, the first
-call also finding the path that runs). Attention whose plans are built per
-shape (cuDNN in the ViT, the Parakeet encoder and, without FlashAttention 4, long language-model
-prefills) takes cuDNN from a shape's second call on, and the Parakeet encoder's layers replay from a CUDA
-graph captured on a shape's second call, so the medians of ``--repeats`` 3 or more run on cuDNN with its
-plan already built and on the captured graph, as a service that sees the same sizes again does.
+call also finding the path that runs). Attention whose plans are built per shape (cuDNN in the ViT,
+the Parakeet encoder and, without FlashAttention 4, long language-model prefills) takes cuDNN from a
+shape's second call on, and the Parakeet encoder's layers replay from a CUDA graph captured on a
+shape's second call, so the medians of ``--repeats`` 3 or more run on cuDNN with its plan already built
+and on the captured graph, as a service that sees the same sizes again does.
 
 Peak memory: the model's own weights plus the most ``torch.cuda.max_memory_allocated`` rose above
 what was allocated before the timed runs (the inputs and the other model's weights excluded).
