@@ -586,15 +586,6 @@ def _prefill(language_model: nn.Module, embeds: torch.Tensor) -> torch.Tensor:
     return language_model(inputs_embeds=embeds, logits_to_keep=1).logits[:, -1].argmax(-1)
 
 
-def _first_that_runs(
-    row: dict[str, Any], who: str, attempts: Sequence[tuple[str, Callable[[], Any]]], device: torch.device
-) -> tuple[str, Callable[[], Any]] | None:
-    """The first of ``attempts`` whose one untimed call runs, as (path, fn); what failed before it goes into
-    ``row``. Out of memory ends the attempts; None when none ran."""
-    found = _first_success(row, who, attempts, lambda fn: _attempt(fn, device))
-    return None if found is None else found[:2]
-
-
 def time_alternating(
     row: dict[str, Any],
     sides: Sequence[tuple[str, Sequence[tuple[str, Callable[[], Any]]], int]],
@@ -605,10 +596,10 @@ def time_alternating(
     ``sides``: (who, attempts, weight bytes). A side whose every attempt fails gets its error and the
     others are timed without it; if the rounds themselves fail, each side is timed alone."""
     chosen = []
-    for who, attempts, weights in sides:
-        picked = _first_that_runs(row, who, attempts, device)
-        if picked is not None:
-            chosen.append((who, picked, weights))
+    for who, attempts, weights in sides:  # one untimed call of each finds the path that runs
+        found = _first_success(row, who, attempts, lambda fn: _attempt(fn, device))
+        if found is not None:
+            chosen.append((who, found[:2], weights))
     if not chosen:
         return
     result = _attempt(lambda: measure_alternating([fn for _, (_, fn), _ in chosen], device, repeats), device)
